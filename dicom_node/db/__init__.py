@@ -1,0 +1,1 @@
+"""The results database: models, engine set-up and migrations."""

@@ -1,0 +1,189 @@
+"""The flow: the one module that knows the order of the stages and wires them.
+
+receive → store → index → (study stable) → job → route → pipeline → encode → deliver → log
+
+``Node`` is what ``dicom-node serve`` runs: migrations, storage recovery, the receiver,
+the scheduler that promotes stable studies, and worker processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from sqlalchemy import Engine, select
+
+from dicom_node.db import migrate
+from dicom_node.db.engine import make_engine
+from dicom_node.db.models import Instance
+from dicom_node.errors import InvalidUID, OutOfResources, UnreadableDataset, UnsafePath
+from dicom_node.index import index_instance, read_header
+from dicom_node.queue import JobQueue
+from dicom_node.receive import Receiver
+from dicom_node.settings import NodeSettings
+from dicom_node.stable import promote_stable_studies
+from dicom_node.store import DurableStore
+from dicom_node.worker import Worker
+from pipelines import PipelineRegistry
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class NodeParts:
+    """The shared parts every command builds from the settings."""
+
+    settings: NodeSettings
+    engine: Engine
+    store: DurableStore
+    queue: JobQueue
+
+    @classmethod
+    def open(cls, settings: NodeSettings) -> NodeParts:
+        engine = make_engine(settings.database_url)
+        store = DurableStore(settings.storage_dir, min_free_bytes=settings.min_free_bytes)
+        return cls(settings, engine, store, JobQueue(engine, settings.queue))
+
+    def worker(self) -> Worker:
+        registry = PipelineRegistry(self.settings.extra_pipelines)
+        return Worker(self.engine, self.queue, self.store, registry)
+
+
+@dataclass
+class RecoveryReport:
+    spool_files_removed: int = 0
+    files_indexed: int = 0
+    files_skipped: int = 0
+
+
+def recover_storage(store: DurableStore, engine: Engine) -> RecoveryReport:
+    """Clear the spool and index every complete stored file that has no row.
+
+    A file is in place only after it was fsynced, so a file with no row is one whose
+    index commit was cut off (a crash between rename and commit): it is complete.
+    """
+    report = RecoveryReport(spool_files_removed=store.clear_spool())
+    with engine.connect() as conn:
+        known = set(conn.execute(select(Instance.path)).scalars())
+    for relative in store.iter_stored():
+        if relative in known:
+            continue
+        path = store.resolve(relative)
+        try:
+            header = read_header(path)
+            expected = store.relative_path_for(
+                header.study_uid, header.series_uid, header.sop_instance_uid
+            )
+        except (UnreadableDataset, InvalidUID, UnsafePath) as exc:
+            logger.warning("not indexing %s: %s", relative, exc)
+            report.files_skipped += 1
+            continue
+        if expected != relative:
+            logger.warning("not indexing %s: its UIDs say it belongs at %s", relative, expected)
+            report.files_skipped += 1
+            continue
+        index_instance(
+            engine,
+            header,
+            relative_path=relative,
+            size_bytes=path.stat().st_size,
+            calling_ae_title=None,
+        )
+        report.files_indexed += 1
+    return report
+
+
+WorkerFactory = Callable[[], BaseProcess]
+
+
+class Node:
+    """Receiver, scheduler and worker processes on one machine."""
+
+    def __init__(self, settings: NodeSettings, spawn_worker: WorkerFactory | None = None) -> None:
+        self.settings = settings
+        self.parts = NodeParts.open(settings)
+        self.receiver = Receiver(settings, self.parts.store, self.parts.engine)
+        self.scheduler = BackgroundScheduler(timezone="UTC")
+        self._spawn_worker = spawn_worker
+        self.workers: list[BaseProcess] = []
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        migrate.upgrade(self.parts.engine)
+        recovery = recover_storage(self.parts.store, self.parts.engine)
+        logger.info(
+            "storage recovery: %d spool file(s) removed, %d file(s) indexed, %d skipped",
+            recovery.spool_files_removed,
+            recovery.files_indexed,
+            recovery.files_skipped,
+        )
+        self.receiver.start()
+        self.scheduler.add_job(
+            self.promote_stable,
+            "interval",
+            seconds=self.settings.stable_check_seconds,
+            id="stable",
+            max_instances=1,
+            coalesce=True,
+        )
+        if self._spawn_worker is not None and self.settings.workers:
+            for _ in range(self.settings.workers):
+                self.workers.append(self._start_worker())
+            self.scheduler.add_job(
+                self.supervise_workers, "interval", seconds=5, id="workers", max_instances=1
+            )
+        self.scheduler.start()
+
+    def promote_stable(self) -> None:
+        try:
+            promote_stable_studies(
+                self.parts.engine,
+                self.parts.queue,
+                self.settings.routes,
+                self.settings.stable_after_seconds,
+            )
+        except OutOfResources as exc:
+            logger.warning("stable check postponed: %s", exc)
+
+    def _start_worker(self) -> BaseProcess:
+        assert self._spawn_worker is not None
+        process = self._spawn_worker()
+        process.start()
+        logger.info("worker process %s started", process.pid)
+        return process
+
+    def supervise_workers(self) -> None:
+        """Restart a worker process that died; its job is claimed again after the lease."""
+        with self._lock:
+            for index, process in enumerate(self.workers):
+                if not process.is_alive():
+                    logger.error(
+                        "worker process %s exited (%s); starting another",
+                        process.pid,
+                        process.exitcode,
+                    )
+                    self.workers[index] = self._start_worker()
+
+    def stop(self) -> None:
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=True)
+        self.receiver.stop()
+        with self._lock:
+            for process in self.workers:
+                process.terminate()
+            for process in self.workers:
+                process.join(timeout=10)
+                if process.is_alive():
+                    process.kill()
+            self.workers.clear()
+        self.parts.engine.dispose()
+
+
+def spawn_context() -> multiprocessing.context.SpawnContext:
+    """Workers start fresh (spawn): no receiver threads or sockets are inherited."""
+    return multiprocessing.get_context("spawn")

@@ -1,0 +1,359 @@
+"""The C-STORE / C-ECHO receiver (pynetdicom SCP).
+
+The C-STORE handler does only the fast path: the dataset arrives in a spool file
+(pynetdicom's chunked receive, never whole in memory), its header is read, the file is
+made durable and moved into place, the index row is committed, and only then is a
+named status returned. Routing and pipelines happen elsewhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import ssl
+import tempfile
+import threading
+from enum import IntEnum
+from pathlib import Path
+from typing import IO, Any
+
+from pydicom.uid import AllTransferSyntaxes
+from pynetdicom import AE, _config, dimse_messages, evt
+from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.presentation import AllStoragePresentationContexts
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom.transport import ThreadedAssociationServer
+from sqlalchemy import Engine
+
+from dicom_node.errors import InvalidUID, OutOfResources, UnreadableDataset, UnsafePath
+from dicom_node.index import index_instance, lookup_instance, read_header
+from dicom_node.netutil import set_tcp_nodelay
+from dicom_node.settings import AllowedCaller, NodeSettings, TLSSettings
+from dicom_node.store import DurableStore, Placement
+
+logger = logging.getLogger(__name__)
+
+
+class StoreStatus(IntEnum):
+    """C-STORE response statuses the receiver sends (PS3.4 Annex B.2.3)."""
+
+    SUCCESS = 0x0000
+    OUT_OF_RESOURCES = 0xA700  # disk full, database locked or unwritable
+    DATASET_TOO_LARGE = 0xA701  # over max_dataset_bytes (an out-of-resources refusal)
+    DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
+    CANNOT_UNDERSTAND = 0xC000  # the dataset cannot be parsed
+    INVALID_IDENTIFIERS = 0xC001  # a UID that is missing, malformed or unsafe as a path
+    PROCESSING_FAILURE = 0x0110  # an unexpected error, recorded in the log
+
+
+class EchoStatus(IntEnum):
+    SUCCESS = 0x0000
+
+
+# Transfer syntaxes accepted for every storage SOP class. The dataset is stored as
+# received; decoding is the pipelines' job.
+ACCEPTED_TRANSFER_SYNTAXES: tuple[str, ...] = tuple(str(uid) for uid in AllTransferSyntaxes)
+
+# Calling AE titles never contain a backslash, so this entry matches no one.
+_NOBODY = "\\"
+
+
+# -- spooling ----------------------------------------------------------------------------
+
+
+class SpoolFile:
+    """Where pynetdicom writes a dataset while it arrives (replaces its NamedTemporaryFile).
+
+    Write errors (ENOSPC, EIO) and a dataset over the size limit are recorded instead of
+    raised, so that the association survives and the handler can answer 0xA7xx.
+    pynetdicom calls ``write()``, ``file.flush()``, ``close()`` and reads ``name``.
+    """
+
+    def __init__(self, folder: str | None, limit: int | None) -> None:
+        fd, self.name = tempfile.mkstemp(suffix=".dcm", prefix="rx-", dir=folder)
+        self._out: IO[bytes] = os.fdopen(fd, "wb", buffering=1024 * 1024)
+        self.file = self  # pynetdicom flushes through ``.file``
+        self.limit = limit
+        self.written = 0
+        self.error: OSError | None = None
+        self.too_large = False
+
+    @property
+    def usable(self) -> bool:
+        return self.error is None and not self.too_large
+
+    def write(self, data: bytes) -> int:
+        if not self.usable:
+            return len(data)
+        self.written += len(data)
+        if self.limit is not None and self.written > self.limit:
+            self.too_large = True
+            self._give_space_back()
+            return len(data)
+        try:
+            return self._out.write(data)
+        except OSError as exc:
+            self.error = exc
+            self._give_space_back()
+            return len(data)
+
+    def flush(self) -> None:
+        if not self.usable:
+            return
+        try:
+            self._out.flush()
+        except OSError as exc:
+            self.error = exc
+            self._give_space_back()
+
+    def _give_space_back(self) -> None:
+        try:
+            self._out.truncate(0)
+        except (OSError, ValueError) as exc:
+            logger.debug("could not truncate spool file %s: %s", self.name, exc)
+
+    def close(self) -> None:
+        try:
+            self._out.close()
+        except OSError as exc:
+            self.error = self.error or exc
+
+    def discard(self) -> None:
+        self.close()
+        Path(self.name).unlink(missing_ok=True)
+
+
+def _spool_file_factory(*_args: Any, **_kwargs: Any) -> SpoolFile:
+    """Called by pynetdicom in the association's DUL thread for each incoming C-STORE."""
+    assoc = getattr(threading.current_thread(), "assoc", None)
+    ae = getattr(assoc, "ae", None)
+    spool_dir = getattr(ae, "spool_dir", None)
+    limit = getattr(ae, "max_dataset_bytes", None)
+    return SpoolFile(str(spool_dir) if spool_dir else None, limit)
+
+
+_install_lock = threading.Lock()
+
+
+def _install_spooling() -> None:
+    """Make pynetdicom spool C-STORE datasets to our files (once per process)."""
+    with _install_lock:
+        _config.STORE_RECV_CHUNKED_DATASET = True
+        _config.LOG_REQUEST_IDENTIFIERS = False  # never log patient identifiers
+        dimse_messages.NamedTemporaryFile = _spool_file_factory  # type: ignore[assignment]
+
+
+# -- the application entity ----------------------------------------------------------------
+
+
+class NodeAE(AE):
+    """An AE whose calling-AE allowlist can depend on the peer's host."""
+
+    def __init__(
+        self,
+        ae_title: str,
+        *,
+        spool_dir: Path,
+        max_dataset_bytes: int,
+        allowed_callers: tuple[AllowedCaller, ...],
+    ) -> None:
+        super().__init__(ae_title=ae_title)
+        self.spool_dir = spool_dir
+        self.max_dataset_bytes = max_dataset_bytes
+        self.allowed_callers = allowed_callers
+
+    @property
+    def require_calling_aet(self) -> list[str]:
+        """Titles allowed for the association being negotiated in this thread."""
+        if not self.allowed_callers:
+            return []
+        assoc = threading.current_thread()
+        host = None
+        if isinstance(assoc, Association):
+            host = assoc.requestor.address
+        titles = [
+            caller.ae_title
+            for caller in self.allowed_callers
+            if not caller.hosts or (host is not None and host in caller.hosts)
+        ]
+        return titles or [_NOBODY]
+
+    @require_calling_aet.setter
+    def require_calling_aet(self, ae_titles: list[str]) -> None:
+        raise AttributeError("set allowed_callers in the settings instead")
+
+
+def build_ssl_context(tls: TLSSettings) -> ssl.SSLContext:
+    """TLS 1.2 or newer, AEAD ciphers only; client certificates optional or required."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers("ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:!aNULL:!eNULL")
+    context.options |= ssl.OP_NO_COMPRESSION
+    assert tls.cert is not None and tls.key is not None  # checked by TLSSettings
+    context.load_cert_chain(certfile=str(tls.cert), keyfile=str(tls.key))
+    if tls.ca is not None:
+        context.load_verify_locations(cafile=str(tls.ca))
+        context.verify_mode = ssl.CERT_REQUIRED if tls.require_client_cert else ssl.CERT_OPTIONAL
+    else:
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+class Receiver:
+    """The SCP: binds, accepts associations and answers C-ECHO and C-STORE."""
+
+    def __init__(self, settings: NodeSettings, store: DurableStore, engine: Engine) -> None:
+        _install_spooling()
+        self.settings = settings
+        self.store = store
+        self.engine = engine
+        self.ae = NodeAE(
+            settings.ae_title,
+            spool_dir=store.spool_dir,
+            max_dataset_bytes=settings.max_dataset_bytes,
+            allowed_callers=settings.allowed_callers,
+        )
+        self.ae.maximum_associations = settings.max_associations
+        self.ae.maximum_pdu_size = settings.max_pdu_bytes
+        self.ae.network_timeout = 60
+        self.ae.acse_timeout = 30
+        self.ae.dimse_timeout = 60
+        self.ae.add_supported_context(Verification)
+        for context in AllStoragePresentationContexts:
+            if context.abstract_syntax is not None:
+                self.ae.add_supported_context(context.abstract_syntax, ACCEPTED_TRANSFER_SYNTAXES)
+        self._server: ThreadedAssociationServer | None = None
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("the receiver is not running")
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        ssl_context = build_ssl_context(self.settings.tls) if self.settings.tls.enabled else None
+        handlers: list[Any] = [
+            (evt.EVT_CONN_OPEN, set_tcp_nodelay),
+            (evt.EVT_C_ECHO, self._on_echo),
+            (evt.EVT_C_STORE, self._on_store),
+            (evt.EVT_REJECTED, self._on_rejected),
+        ]
+        self._server = self.ae.start_server(
+            (self.settings.bind_address, self.settings.port),
+            block=False,
+            evt_handlers=handlers,
+            ssl_context=ssl_context,
+        )
+        logger.info(
+            "receiver %s listening on %s:%d%s",
+            self.settings.ae_title,
+            self.settings.bind_address,
+            self.port,
+            " (TLS)" if ssl_context else "",
+        )
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+        self.ae.shutdown()
+
+    # -- handlers ----------------------------------------------------------------------
+
+    def _on_echo(self, event: evt.Event) -> int:
+        return EchoStatus.SUCCESS
+
+    def _on_rejected(self, event: evt.Event) -> None:
+        requestor = event.assoc.requestor
+        logger.warning(
+            "rejected association from %s (calling AE %r)", requestor.address, requestor.ae_title
+        )
+
+    def _on_store(self, event: evt.Event) -> int:
+        spool = getattr(event.request, "_dataset_file", None)
+        calling_ae = event.assoc.requestor.ae_title
+        if not isinstance(spool, SpoolFile):
+            logger.error("C-STORE arrived without a spool file; chunked receive is not active")
+            return StoreStatus.PROCESSING_FAILURE
+        try:
+            return self._store_spooled(spool, event, calling_ae)
+        except Exception:
+            logger.exception("unexpected error while storing a dataset from %r", calling_ae)
+            spool.discard()
+            return StoreStatus.PROCESSING_FAILURE
+
+    def _store_spooled(self, spool: SpoolFile, event: evt.Event, calling_ae: str) -> int:
+        request = event.request
+        assert isinstance(request, C_STORE)
+        affected_uid = str(request.AffectedSOPInstanceUID or "")
+        spool.flush()
+        if spool.error is not None:
+            logger.error("spooling %s failed: %s", affected_uid, spool.error)
+            spool.discard()
+            return StoreStatus.OUT_OF_RESOURCES
+        if spool.too_large:
+            logger.warning(
+                "refused %s: larger than max_dataset_bytes=%d",
+                affected_uid,
+                self.settings.max_dataset_bytes,
+            )
+            spool.discard()
+            return StoreStatus.DATASET_TOO_LARGE
+        spooled = Path(spool.name)
+        try:
+            header = read_header(spooled)
+        except UnreadableDataset as exc:
+            logger.warning("refused %s: %s", affected_uid, exc)
+            spool.discard()
+            return StoreStatus.CANNOT_UNDERSTAND
+        except InvalidUID as exc:
+            logger.warning("refused %s: %s", affected_uid, exc)
+            spool.discard()
+            return StoreStatus.INVALID_IDENTIFIERS
+        if header.sop_instance_uid != affected_uid.rstrip("\x00 "):
+            logger.warning(
+                "refused %s: dataset SOP Instance UID differs from the request", affected_uid
+            )
+            spool.discard()
+            return StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS
+
+        try:
+            relative = self.store.relative_path_for(
+                header.study_uid, header.series_uid, header.sop_instance_uid
+            )
+            overwrite = self.settings.duplicate_policy == "overwrite"
+            if not overwrite and lookup_instance(self.engine, header.sop_instance_uid) is not None:
+                if self.store.resolve(relative).exists():
+                    logger.info("duplicate %s kept as first received", header.sop_instance_uid)
+                    spool.discard()
+                    return StoreStatus.SUCCESS
+            self.store.check_space(spool.written)
+            stored = self.store.place(spooled, relative, overwrite=overwrite)
+        except UnsafePath as exc:
+            logger.warning("refused %s: %s", affected_uid, exc)
+            spool.discard()
+            return StoreStatus.INVALID_IDENTIFIERS
+        except OutOfResources as exc:
+            logger.error("refused %s: %s", affected_uid, exc)
+            spool.discard()
+            return StoreStatus.OUT_OF_RESOURCES
+        spool.close()
+
+        try:
+            outcome = index_instance(
+                self.engine,
+                header,
+                relative_path=stored.relative_path,
+                size_bytes=stored.size_bytes,
+                calling_ae_title=calling_ae,
+            )
+        except OutOfResources as exc:
+            logger.error("refused %s: %s", affected_uid, exc)
+            if stored.placement is Placement.NEW:
+                self.store.remove(stored.relative_path)
+            return StoreStatus.OUT_OF_RESOURCES
+        if outcome.study_reopened:
+            logger.info("study %s re-opened by a late instance", header.study_uid)
+        logger.debug("stored %s (%s)", header.sop_instance_uid, stored.placement)
+        return StoreStatus.SUCCESS

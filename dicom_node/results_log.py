@@ -1,0 +1,118 @@
+"""Queries of the results log for people: studies, jobs and results as plain rows."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+
+from dicom_node.db.models import Instance, Job, Measurement, Result, Series, Study
+
+Row = dict[str, Any]
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat(timespec="seconds") if value is not None else None
+
+
+def list_studies(engine: Engine, state: str | None = None) -> list[Row]:
+    series_count = (
+        select(func.count(Series.id)).where(Series.study_id == Study.id).scalar_subquery()
+    )
+    instance_count = (
+        select(func.count(Instance.id))
+        .join(Series, Series.id == Instance.series_id)
+        .where(Series.study_id == Study.id)
+        .scalar_subquery()
+    )
+    query = select(Study, series_count.label("series"), instance_count.label("instances")).order_by(
+        Study.last_received_at.desc()
+    )
+    if state:
+        query = query.where(Study.state == state)
+    with Session(engine) as session:
+        rows = session.execute(query).all()
+    return [
+        {
+            "study_instance_uid": study.study_instance_uid,
+            "state": study.state,
+            "series": series,
+            "instances": instances,
+            "first_received_at": _iso(study.first_received_at),
+            "last_received_at": _iso(study.last_received_at),
+            "stable_at": _iso(study.stable_at),
+            "times_reopened": study.times_reopened,
+        }
+        for study, series, instances in rows
+    ]
+
+
+def list_jobs(engine: Engine, state: str | None = None) -> list[Row]:
+    query = (
+        select(Job, Series.series_instance_uid)
+        .join(Series, Series.id == Job.series_id)
+        .order_by(Job.id)
+    )
+    if state:
+        query = query.where(Job.state == state)
+    with Session(engine) as session:
+        rows = session.execute(query).all()
+    out = []
+    for job, series_uid in rows:
+        out.append(
+            {
+                "id": job.id,
+                "state": job.state,
+                "pipeline": job.pipeline,
+                "model_version": job.model_version,
+                "series_instance_uid": series_uid,
+                "route": job.route,
+                "attempts": job.attempts,
+                "max_attempts": job.max_attempts,
+                "run_after": _iso(job.run_after),
+                "lease_owner": job.lease_owner,
+                "finished_at": _iso(job.finished_at),
+                "last_error": job.last_error,
+            }
+        )
+    return out
+
+
+def list_results(
+    engine: Engine,
+    *,
+    study: str | None = None,
+    pipeline: str | None = None,
+    since: datetime | None = None,
+) -> list[Row]:
+    query = select(Result).order_by(Result.created_at, Result.id)
+    if study:
+        query = query.where(Result.study_instance_uid == study)
+    if pipeline:
+        query = query.where(Result.pipeline == pipeline)
+    if since:
+        query = query.where(Result.created_at >= since)
+    with Session(engine) as session:
+        results = session.execute(query).scalars().all()
+        ids = [r.id for r in results]
+        measurements: dict[int, list[str]] = {}
+        if ids:
+            for m in session.execute(
+                select(Measurement).where(Measurement.result_id.in_(ids)).order_by(Measurement.id)
+            ).scalars():
+                measurements.setdefault(m.result_id, []).append(f"{m.name}={m.value:g} {m.unit}")
+    return [
+        {
+            "id": r.id,
+            "created_at": _iso(r.created_at),
+            "pipeline": r.pipeline,
+            "model_version": r.model_version,
+            "study_instance_uid": r.study_instance_uid,
+            "series_instance_uid": r.series_instance_uid,
+            "measurements": "; ".join(measurements.get(r.id, [])),
+            "summary": r.summary,
+        }
+        for r in results
+    ]

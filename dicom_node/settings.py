@@ -1,0 +1,240 @@
+"""The node's one typed settings object.
+
+Built once by the CLI from a TOML file (``--config``) and ``DICOM_NODE_*`` environment
+variables (nested fields use ``__``, e.g. ``DICOM_NODE_TLS__CERT``), then passed down.
+Nothing else in the package reads configuration on its own.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+AE_TITLE_PATTERN = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # no backslash, no control chars
+
+
+def _check_ae_title(value: str) -> str:
+    stripped = value.strip()
+    if not stripped or not AE_TITLE_PATTERN.match(value) or len(value) > 16:
+        raise ValueError(
+            f"{value!r} is not a valid AE title (1-16 printable characters, no backslash)"
+        )
+    return stripped
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AllowedCaller(_Strict):
+    """A calling AE title the receiver accepts, optionally only from given hosts."""
+
+    ae_title: str
+    hosts: tuple[str, ...] = ()
+
+    _ae = field_validator("ae_title")(_check_ae_title)
+
+
+class TLSSettings(_Strict):
+    """TLS for the receiver. TLS 1.2 or newer with AEAD ciphers only."""
+
+    enabled: bool = False
+    cert: Path | None = None
+    key: Path | None = None
+    ca: Path | None = Field(
+        default=None, description="CA bundle used to verify client certificates"
+    )
+    require_client_cert: bool = False
+
+    @model_validator(mode="after")
+    def _complete(self) -> TLSSettings:
+        if self.enabled:
+            missing = [n for n in ("cert", "key") if getattr(self, n) is None]
+            if missing:
+                raise ValueError(f"tls.enabled needs {' and '.join(missing)}")
+            if self.require_client_cert and self.ca is None:
+                raise ValueError(
+                    "tls.require_client_cert needs tls.ca to verify client certificates"
+                )
+        return self
+
+
+class RouteRule(_Strict):
+    """Send every series whose header matches to ``pipelines``.
+
+    All conditions that are set must match. String comparisons ignore case; the
+    SeriesDescription condition is a regular expression searched in the description.
+    """
+
+    name: str
+    pipelines: tuple[str, ...]
+    modality: tuple[str, ...] = ()
+    body_part: tuple[str, ...] = ()
+    series_description: str | None = None
+    sop_class_uid: tuple[str, ...] = ()
+    destinations: tuple[str, ...] = ()
+
+    @field_validator("pipelines")
+    @classmethod
+    def _some_pipeline(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("a route needs at least one pipeline")
+        return value
+
+    @field_validator("series_description")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(
+                    f"series_description is not a valid regular expression: {exc}"
+                ) from exc
+        return value
+
+
+class Destination(_Strict):
+    """A DICOM peer that receives results."""
+
+    name: str
+    host: str
+    port: int = Field(ge=1, le=65535)
+    ae_title: str
+
+    _ae = field_validator("ae_title")(_check_ae_title)
+
+
+class QueueSettings(_Strict):
+    lease_seconds: float = Field(default=60.0, gt=0)
+    max_attempts: int = Field(default=3, ge=1)
+    retry_backoff_seconds: float = Field(default=30.0, ge=0)
+    retry_backoff_max_seconds: float = Field(default=600.0, ge=0)
+    poll_seconds: float = Field(default=1.0, gt=0)
+
+
+DuplicatePolicy = Literal["keep_first", "overwrite"]
+
+
+class NodeSettings(BaseSettings):
+    """Everything the node can be told. See ``deploy/dicom-node.example.toml``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DICOM_NODE_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    ae_title: str = "DICOM_NODE"
+    bind_address: str = "0.0.0.0"
+    port: int = Field(default=11112, ge=0, le=65535)
+    storage_dir: Path = Path("var/storage")
+    database_url: str = "sqlite:///var/dicom-node.sqlite"
+    model_dir: Path = Path("var/models")
+
+    allowed_callers: tuple[AllowedCaller, ...] = Field(
+        default=(), description="empty: accept every calling AE title"
+    )
+    tls: TLSSettings = TLSSettings()
+    max_associations: int = Field(default=10, ge=1)
+    max_dataset_bytes: int = Field(default=2 * 1024**3, gt=0)
+    min_free_bytes: int = Field(
+        default=256 * 1024**2, ge=0, description="refuse stores (0xA700) below this free space"
+    )
+    max_pdu_bytes: int = Field(default=4 * 1024**2, ge=0)
+    duplicate_policy: DuplicatePolicy = "keep_first"
+
+    stable_after_seconds: float = Field(default=60.0, gt=0)
+    stable_check_seconds: float = Field(default=5.0, gt=0)
+
+    routes: tuple[RouteRule, ...] = ()
+    destinations: tuple[Destination, ...] = ()
+    queue: QueueSettings = QueueSettings()
+    workers: int = Field(default=1, ge=0, description="worker processes `serve` starts")
+    extra_pipelines: dict[str, str] = Field(
+        default_factory=dict, description='site pipelines: name = "package.module:attribute"'
+    )
+
+    _ae = field_validator("ae_title")(_check_ae_title)
+
+    @model_validator(mode="after")
+    def _routes_name_known_destinations(self) -> NodeSettings:
+        known = {d.name for d in self.destinations}
+        for route in self.routes:
+            unknown = [d for d in route.destinations if d not in known]
+            if unknown:
+                raise ValueError(
+                    f"route {route.name!r} names unknown destination(s) {', '.join(unknown)}"
+                )
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment variables override the file, which is passed as init values.
+        return env_settings, init_settings
+
+
+class SettingsError(Exception):
+    """A configuration file that cannot be used, with one line per problem."""
+
+    def __init__(self, source: str, problems: Iterable[str]) -> None:
+        self.source = source
+        self.problems = list(problems)
+        super().__init__(f"{source}: " + "; ".join(self.problems))
+
+
+def _format_validation_error(error: ValidationError) -> list[str]:
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        lines.append(f"{where}: {item['msg']}")
+    return lines
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> NodeSettings:
+    """Read ``path`` (TOML) if given, apply environment variables, validate.
+
+    Relative paths in the file are resolved against the file's folder, so a config
+    works from any working directory.
+    """
+    data: dict[str, Any] = {}
+    source = "settings"
+    if path is not None:
+        source = str(path)
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise SettingsError(source, [f"cannot read: {exc.strerror or exc}"]) from exc
+        try:
+            data = tomllib.loads(raw.decode("utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise SettingsError(source, [f"not valid TOML: {exc}"]) from exc
+        base = path.resolve().parent
+        for key in ("storage_dir", "model_dir"):
+            if key in data and isinstance(data[key], str) and not Path(data[key]).is_absolute():
+                data[key] = str(base / data[key])
+        url = data.get("database_url")
+        if (
+            isinstance(url, str)
+            and url.startswith("sqlite:///")
+            and not url.startswith("sqlite:////")
+        ):
+            relative = url.removeprefix("sqlite:///")
+            if relative and relative != ":memory:":
+                data["database_url"] = f"sqlite:///{base / relative}"
+    data.update(overrides)
+    try:
+        return NodeSettings(**data)
+    except ValidationError as exc:
+        raise SettingsError(source, _format_validation_error(exc)) from exc

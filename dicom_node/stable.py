@@ -1,0 +1,132 @@
+"""Stable studies: after a quiet period a study is complete; route its series into jobs."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, Engine, select, update
+
+from dicom_node.db.engine import write_transaction
+from dicom_node.db.models import ModelVersion, Series, Study, StudyState
+from dicom_node.index import count_instances
+from dicom_node.queue import JobKey, JobQueue, utcnow
+from dicom_node.route import SeriesHeader, route_series
+from dicom_node.settings import RouteRule
+
+logger = logging.getLogger(__name__)
+
+NO_MODEL = "none"  # model_version of jobs for pipelines with no registered model
+
+
+@dataclass
+class StableReport:
+    studies: list[str] = field(default_factory=list)
+    jobs_created: int = 0
+    unrouted_series: int = 0
+
+
+def active_model_version(conn: Connection, pipeline: str) -> str:
+    version = conn.scalar(
+        select(ModelVersion.version).where(
+            ModelVersion.pipeline == pipeline, ModelVersion.active.is_(True)
+        )
+    )
+    return version or NO_MODEL
+
+
+def promote_stable_studies(
+    engine: Engine,
+    queue: JobQueue,
+    routes: tuple[RouteRule, ...],
+    quiet_seconds: float,
+    now: datetime | None = None,
+) -> StableReport:
+    """Mark every study quiet for ``quiet_seconds`` stable and create its jobs.
+
+    Each study is marked and its jobs created in one transaction, so a crash never
+    leaves a stable study without its jobs. Jobs are idempotent: a study re-opened by a
+    late instance gets a new job only for a series whose instance count changed.
+    """
+    now = now or utcnow()
+    cutoff = now - timedelta(seconds=quiet_seconds)
+    report = StableReport()
+    with engine.connect() as conn:
+        candidates = (
+            conn.execute(
+                select(Study.id).where(
+                    Study.state == StudyState.RECEIVING, Study.last_received_at <= cutoff
+                )
+            )
+            .scalars()
+            .all()
+        )
+    for study_id in candidates:
+        with write_transaction(engine) as conn:
+            study = conn.execute(
+                select(Study.study_instance_uid, Study.state, Study.last_received_at).where(
+                    Study.id == study_id
+                )
+            ).first()
+            # An instance may have arrived since the candidates were read.
+            if (
+                study is None
+                or study.state != StudyState.RECEIVING
+                or study.last_received_at > cutoff
+            ):
+                continue
+            conn.execute(
+                update(Study)
+                .where(Study.id == study_id)
+                .values(state=StudyState.STABLE, stable_at=now)
+            )
+            created, unrouted = _create_jobs(conn, queue, routes, study_id)
+        report.studies.append(study.study_instance_uid)
+        report.jobs_created += created
+        report.unrouted_series += unrouted
+        logger.info(
+            "study %s stable: %d new job(s), %d series without a route",
+            study.study_instance_uid,
+            created,
+            unrouted,
+        )
+    return report
+
+
+def _create_jobs(
+    conn: Connection, queue: JobQueue, routes: tuple[RouteRule, ...], study_id: int
+) -> tuple[int, int]:
+    created = unrouted = 0
+    series_rows = conn.execute(
+        select(
+            Series.id,
+            Series.series_instance_uid,
+            Series.modality,
+            Series.body_part_examined,
+            Series.series_description,
+            Series.sop_class_uid,
+        ).where(Series.study_id == study_id)
+    ).all()
+    for row in series_rows:
+        header = SeriesHeader(
+            row.modality, row.body_part_examined, row.series_description, row.sop_class_uid
+        )
+        matches = route_series(routes, header)
+        if not matches:
+            unrouted += 1
+            continue
+        revision = count_instances(conn, row.id)
+        for match in matches:
+            key = JobKey(
+                row.id, match.pipeline, active_model_version(conn, match.pipeline), revision
+            )
+            if queue.enqueue_in(conn, key, route=match.route):
+                created += 1
+                logger.info(
+                    "job queued: series %s -> %s (route %s)",
+                    row.series_instance_uid,
+                    match.pipeline,
+                    match.route,
+                )
+    return created, unrouted

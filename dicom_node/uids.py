@@ -1,0 +1,25 @@
+"""Validation of DICOM UIDs that become path parts or database keys."""
+
+from __future__ import annotations
+
+import re
+
+from dicom_node.errors import InvalidUID
+
+# PS3.5 9.1: components of digits separated by '.', no leading zero in a
+# multi-digit component, at most 64 characters.
+_UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+$")
+
+
+def validate_uid(value: object, what: str = "UID") -> str:
+    """Return ``value`` stripped of DICOM padding if it is a safe, valid UID, else raise."""
+    if not isinstance(value, str):
+        raise InvalidUID(f"{what} is missing or not text")
+    uid = value.rstrip("\x00 ")
+    if not uid:
+        raise InvalidUID(f"{what} is empty")
+    if len(uid) > 64:
+        raise InvalidUID(f"{what} is longer than 64 characters")
+    if not _UID.match(uid):
+        raise InvalidUID(f"{what} {uid[:70]!r} has characters or components a UID may not have")
+    return uid

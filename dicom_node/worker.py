@@ -1,0 +1,189 @@
+"""The worker: claims jobs, runs the pipeline on the series, records the result.
+
+Runs in its own process (``serve`` starts one; ``dicom-node worker`` starts more, on
+this host or others against PostgreSQL), so inference never stalls the receiver.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import traceback
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, insert, select
+
+from dicom_node.db.engine import write_transaction
+from dicom_node.db.models import Instance, Measurement, Result, Series, Study
+from dicom_node.errors import Retry
+from dicom_node.queue import ClaimedJob, JobQueue, LeaseLost, utcnow
+from dicom_node.store import DurableStore
+from pipelines import PipelineRegistry, PipelineResult, PipelineUnavailable, SeriesInput
+
+logger = logging.getLogger(__name__)
+
+
+def default_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    job_id: int
+    state: str
+    error: str | None = None
+
+
+class _LeaseKeeper(threading.Thread):
+    """Renews a job's lease while the pipeline runs; notes when the lease is lost."""
+
+    def __init__(self, queue: JobQueue, job: ClaimedJob) -> None:
+        super().__init__(name=f"lease-{job.id}", daemon=True)
+        self.queue = queue
+        self.job = job
+        self.lost = False
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        interval = max(self.queue.settings.lease_seconds / 3, 0.05)
+        while not self._stop_event.wait(interval):
+            try:
+                self.job = self.queue.renew(self.job)
+            except LeaseLost:
+                self.lost = True
+                return
+            except Exception:  # a database hiccup: keep trying until the lease runs out
+                logger.exception("could not renew the lease of job %d", self.job.id)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+
+
+class Worker:
+    def __init__(
+        self,
+        engine: Engine,
+        queue: JobQueue,
+        store: DurableStore,
+        registry: PipelineRegistry,
+        owner: str | None = None,
+    ) -> None:
+        self.engine = engine
+        self.queue = queue
+        self.store = store
+        self.registry = registry
+        self.owner = owner or default_owner()
+
+    def run_forever(self, stop: threading.Event) -> None:
+        logger.info("worker %s polling for jobs", self.owner)
+        while not stop.is_set():
+            if self.run_once() is None:
+                stop.wait(self.queue.settings.poll_seconds)
+
+    def run_once(self) -> JobOutcome | None:
+        """Claim and run one job; None when there was nothing to do."""
+        job = self.queue.claim(self.owner)
+        if job is None:
+            return None
+        logger.info(
+            "job %d: %s on series %d, attempt %d", job.id, job.pipeline, job.series_id, job.attempt
+        )
+        keeper = _LeaseKeeper(self.queue, job)
+        keeper.start()
+        try:
+            series = self._series_input(job)
+            pipeline = self.registry.get(job.pipeline)
+            result = pipeline.run(series)
+        except PipelineUnavailable as exc:
+            keeper.stop()
+            return self._failed(keeper.job, str(exc), retry=False)
+        except Retry as exc:
+            keeper.stop()
+            return self._failed(keeper.job, str(exc), retry=True, defer=exc.defer)
+        except Exception as exc:  # recorded on the job and retried with backoff
+            keeper.stop()
+            detail = "".join(traceback.format_exception_only(exc)).strip()
+            logger.exception("job %d failed", job.id)
+            return self._failed(keeper.job, detail, retry=True)
+        keeper.stop()
+        if keeper.lost:
+            logger.warning("job %d: lease lost while running; result dropped", job.id)
+            return JobOutcome(job.id, "lease_lost")
+        try:
+            self._record(keeper.job, series, result)
+        except LeaseLost:
+            logger.warning("job %d: lease lost before the result was recorded", job.id)
+            return JobOutcome(job.id, "lease_lost")
+        logger.info("job %d done", job.id)
+        return JobOutcome(job.id, "done")
+
+    def _failed(
+        self, job: ClaimedJob, error: str, *, retry: bool, defer: float | None = None
+    ) -> JobOutcome:
+        try:
+            state = self.queue.fail(job, error, retry=retry, defer=defer)
+        except LeaseLost:
+            return JobOutcome(job.id, "lease_lost", error)
+        logger.warning("job %d: %s (now %s)", job.id, error, state)
+        return JobOutcome(job.id, state, error)
+
+    def _series_input(self, job: ClaimedJob) -> SeriesInput:
+        with self.engine.connect() as conn:
+            series = conn.execute(
+                select(Series.series_instance_uid, Series.modality, Study.study_instance_uid)
+                .join(Study, Study.id == Series.study_id)
+                .where(Series.id == job.series_id)
+            ).one()
+            paths = (
+                conn.execute(
+                    select(Instance.path)
+                    .where(Instance.series_id == job.series_id)
+                    .order_by(Instance.instance_number, Instance.id)
+                )
+                .scalars()
+                .all()
+            )
+        return SeriesInput(
+            study_instance_uid=series.study_instance_uid,
+            series_instance_uid=series.series_instance_uid,
+            modality=series.modality,
+            files=tuple(self.store.resolve(p) for p in paths),
+            model_version=job.model_version,
+        )
+
+    def _record(self, job: ClaimedJob, series: SeriesInput, result: PipelineResult) -> None:
+        """Write the result and its measurements and finish the job, in one transaction."""
+        with write_transaction(self.engine) as conn:
+            result_id = conn.execute(
+                insert(Result)
+                .values(
+                    job_id=job.id,
+                    pipeline=result.pipeline,
+                    model_version=result.model_version,
+                    study_instance_uid=series.study_instance_uid,
+                    series_instance_uid=series.series_instance_uid,
+                    created_at=utcnow(),
+                    summary=dict(result.summary),
+                )
+                .returning(Result.id)
+            ).scalar_one()
+            if result.measurements:
+                conn.execute(
+                    insert(Measurement),
+                    [
+                        dict(
+                            result_id=result_id,
+                            name=m.name,
+                            value=m.value,
+                            unit=m.unit,
+                            concept_code=m.concept_code,
+                            tracking_uid=m.tracking_uid,
+                            slice_index=m.slice_index,
+                        )
+                        for m in result.measurements
+                    ],
+                )
+            self.queue.complete_in(conn, job)
