@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -31,8 +33,8 @@ from dicom_node.errors import NodeError
 from dicom_node.settings import NodeSettings, SettingsError, load_settings
 
 logger = logging.getLogger("dicom_node.cli")
-console = Console(stderr=True)
-out = Console()
+console = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -55,13 +57,21 @@ def _settings(args: argparse.Namespace) -> NodeSettings:
 # -- serve and worker ------------------------------------------------------------------------
 
 
-def worker_process_main(settings: NodeSettings, log_level: str) -> None:
+def worker_process_main(settings: NodeSettings, log_level: str, parent_pid: int) -> None:
     """Entry point of a worker process started by ``serve`` (spawned, so importable)."""
     configure_logging(log_level)
-    _run_worker(settings)
+    _run_worker(settings, parent_pid=parent_pid)
 
 
-def _run_worker(settings: NodeSettings, once: bool = False) -> int:
+def _stop_when_orphaned(parent_pid: int, stop: threading.Event) -> None:
+    """A worker of ``serve`` ends when ``serve`` is gone (even after kill -9)."""
+    while not stop.wait(1.0):
+        if os.getppid() != parent_pid:
+            logger.warning("serve process %d is gone; worker stopping", parent_pid)
+            stop.set()
+
+
+def _run_worker(settings: NodeSettings, once: bool = False, parent_pid: int | None = None) -> int:
     from dicom_node.flow import NodeParts
 
     parts = NodeParts.open(settings)
@@ -73,6 +83,10 @@ def _run_worker(settings: NodeSettings, once: bool = False) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    if parent_pid is not None:
+        threading.Thread(
+            target=_stop_when_orphaned, args=(parent_pid, stop), name="parent-watch", daemon=True
+        ).start()
     worker.run_forever(stop)
     return EXIT_OK
 
@@ -85,7 +99,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     def spawn() -> Any:
         return context.Process(
-            target=worker_process_main, args=(settings, args.log_level), name="worker", daemon=False
+            target=worker_process_main,
+            args=(settings, args.log_level, os.getpid()),
+            name="worker",
+            daemon=False,
         )
 
     node = Node(settings, spawn_worker=spawn)
@@ -129,9 +146,9 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.file)
     except SettingsError as exc:
-        console.print(f"[red]{exc.source}: {len(exc.problems)} problem(s)[/]")
+        console.print(f"[red]{escape(exc.source)}: {len(exc.problems)} problem(s)[/]")
         for problem in exc.problems:
-            console.print(f"  - {problem}")
+            console.print(f"  - {escape(problem)}")
         return EXIT_FAILURE
     out.print(
         f"{args.file}: OK — AE {settings.ae_title} on port {settings.port}, "
@@ -143,13 +160,20 @@ def cmd_config_check(args: argparse.Namespace) -> int:
 # -- results log ------------------------------------------------------------------------------
 
 
-def _render(rows: list[dict[str, Any]], fmt: str, columns: Sequence[str], title: str) -> None:
+def _render(
+    rows: list[dict[str, Any]],
+    fmt: str,
+    columns: Sequence[str],
+    title: str,
+    fields: Sequence[str],
+) -> None:
+    """Print rows as JSON, CSV (every field) or a table (``columns`` only)."""
     if fmt == "json":
         out.print_json(json.dumps(rows, default=str))
         return
     if fmt == "csv":
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else list(columns))
+        writer = csv.DictWriter(buffer, fieldnames=list(fields))
         writer.writeheader()
         for row in rows:
             writer.writerow(
@@ -161,7 +185,7 @@ def _render(rows: list[dict[str, Any]], fmt: str, columns: Sequence[str], title:
     for column in columns:
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(*["" if row.get(c) is None else str(row.get(c)) for c in columns])
+        table.add_row(*["" if row.get(c) is None else escape(str(row.get(c))) for c in columns])
     out.print(table)
     if not rows:
         out.print("(none)")
@@ -180,7 +204,7 @@ def _engine(args: argparse.Namespace) -> Any:
 
 
 def cmd_studies(args: argparse.Namespace) -> int:
-    from dicom_node.results_log import list_studies
+    from dicom_node.results_log import STUDY_FIELDS, list_studies
 
     rows = list_studies(_engine(args), state=args.state)
     _render(
@@ -188,12 +212,13 @@ def cmd_studies(args: argparse.Namespace) -> int:
         args.format,
         ["study_instance_uid", "state", "series", "instances", "last_received_at", "stable_at"],
         "Studies",
+        STUDY_FIELDS,
     )
     return EXIT_OK
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    from dicom_node.results_log import list_jobs
+    from dicom_node.results_log import JOB_FIELDS, list_jobs
 
     rows = list_jobs(_engine(args), state=args.state)
     _render(
@@ -210,6 +235,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
             "last_error",
         ],
         "Jobs",
+        JOB_FIELDS,
     )
     return EXIT_OK
 
@@ -234,7 +260,7 @@ def _parse_since(text: str) -> datetime:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    from dicom_node.results_log import list_results
+    from dicom_node.results_log import RESULT_FIELDS, list_results
 
     rows = list_results(_engine(args), study=args.study, pipeline=args.pipeline, since=args.since)
     _render(
@@ -242,6 +268,7 @@ def cmd_results(args: argparse.Namespace) -> int:
         args.format,
         ["id", "created_at", "pipeline", "model_version", "study_instance_uid", "measurements"],
         "Results",
+        RESULT_FIELDS,
     )
     return EXIT_OK
 
@@ -322,6 +349,13 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
+    # For a sub-subcommand (`jobs retry`): argparse copies a subparser's defaults over what
+    # the parent parsed, so without SUPPRESS `jobs --config X retry 1` would lose --config.
+    nested_common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    nested_common.add_argument(
+        "--config", type=Path, help="TOML settings file (DICOM_NODE_* variables override it)"
+    )
+    nested_common.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     fmt = argparse.ArgumentParser(add_help=False)
     fmt.add_argument("--format", choices=["table", "json", "csv"], default="table")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -355,7 +389,9 @@ def build_parser() -> argparse.ArgumentParser:
     jobs.add_argument("--state", choices=["queued", "running", "done", "failed"])
     jobs.set_defaults(func=cmd_jobs)
     jobs_sub = jobs.add_subparsers(dest="jobs_command")
-    p = jobs_sub.add_parser("retry", parents=[common], help="queue a failed or done job again")
+    p = jobs_sub.add_parser(
+        "retry", parents=[nested_common], help="queue a failed or done job again"
+    )
     p.add_argument("id", type=int)
     p.set_defaults(func=cmd_jobs_retry)
 
@@ -388,12 +424,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except SettingsError as exc:
-        console.print(f"[red]configuration error in {exc.source}[/]")
+        console.print(f"[red]configuration error in {escape(exc.source)}[/]")
         for problem in exc.problems:
-            console.print(f"  - {problem}")
+            console.print(f"  - {escape(problem)}")
         return EXIT_USAGE
-    except (NodeError, ValueError, FileNotFoundError, ConnectionError) as exc:
-        console.print(f"[red]error:[/] {exc}")
+    except (NodeError, ValueError, OSError) as exc:
+        console.print(f"[red]error:[/] {escape(str(exc))}")
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130

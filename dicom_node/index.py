@@ -5,14 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 import pydicom
 from pydicom.errors import InvalidDicomError
-from sqlalchemy import Connection, Engine, func, insert, select, update
+from sqlalchemy import Connection, Engine, Table, bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from dicom_node.db.engine import write_transaction
-from dicom_node.db.models import Instance, Series, Study, StudyState
+from dicom_node.db.models import Instance, Series, Study, StudyState, UTCDateTime
 from dicom_node.errors import OutOfResources, UnreadableDataset
 from dicom_node.uids import validate_uid
 
@@ -128,6 +129,52 @@ def index_instance(
     raise AssertionError("unreachable")
 
 
+# The C-STORE fast path runs these for every instance: they are built once, on the
+# tables rather than the ORM classes, so executing them costs no expression building.
+_studies = cast(Table, Study.__table__)
+_series = cast(Table, Series.__table__)
+_instances = cast(Table, Instance.__table__)
+
+_SELECT_INSTANCE = select(_instances.c.id).where(
+    _instances.c.sop_instance_uid == bindparam("p_sop_uid")
+)
+_UPDATE_DUPLICATE = (
+    update(_instances)
+    .where(_instances.c.id == bindparam("p_id"))
+    .values(
+        size_bytes=bindparam("p_size"),
+        received_at=bindparam("p_now", type_=UTCDateTime()),
+        transfer_syntax_uid=bindparam("p_syntax"),
+    )
+)
+_TOUCH_RECEIVING_STUDY = (
+    update(_studies)
+    .where(
+        _studies.c.study_instance_uid == bindparam("p_study_uid"),
+        _studies.c.state == StudyState.RECEIVING.value,
+    )
+    .values(last_received_at=bindparam("p_now", type_=UTCDateTime()))
+)
+_SELECT_SERIES = select(_series.c.id).where(
+    _series.c.series_instance_uid == bindparam("p_series_uid")
+)
+_SELECT_STUDY = select(_studies.c.id, _studies.c.state).where(
+    _studies.c.study_instance_uid == bindparam("p_study_uid")
+)
+_INSERT_STUDY = insert(_studies).returning(_studies.c.id)
+_REOPEN_STUDY = (
+    update(_studies)
+    .where(_studies.c.id == bindparam("p_id"))
+    .values(
+        last_received_at=bindparam("p_now", type_=UTCDateTime()),
+        state=StudyState.RECEIVING.value,
+        times_reopened=_studies.c.times_reopened + 1,
+    )
+)
+_INSERT_SERIES = insert(_series).returning(_series.c.id)
+_INSERT_INSTANCE = insert(_instances).returning(_instances.c.id)
+
+
 def _index(
     conn: Connection,
     header: InstanceHeader,
@@ -136,87 +183,79 @@ def _index(
     calling_ae_title: str | None,
     now: datetime,
 ) -> IndexOutcome:
-    existing = conn.execute(
-        select(Instance.id).where(Instance.sop_instance_uid == header.sop_instance_uid)
-    ).scalar()
+    existing = conn.execute(_SELECT_INSTANCE, {"p_sop_uid": header.sop_instance_uid}).scalar()
     if existing is not None:
         conn.execute(
-            update(Instance)
-            .where(Instance.id == existing)
-            .values(
-                size_bytes=size_bytes,
-                received_at=now,
-                transfer_syntax_uid=header.transfer_syntax_uid,
-            )
+            _UPDATE_DUPLICATE,
+            {
+                "p_id": existing,
+                "p_size": size_bytes,
+                "p_now": now,
+                "p_syntax": header.transfer_syntax_uid,
+            },
         )
         return IndexOutcome(existing, new=False, study_reopened=False)
 
-    study_row = conn.execute(
-        select(Study.id, Study.state).where(Study.study_instance_uid == header.study_uid)
-    ).first()
+    # Common case first: the study exists and is still receiving.
+    touched = conn.execute(
+        _TOUCH_RECEIVING_STUDY, {"p_study_uid": header.study_uid, "p_now": now}
+    ).rowcount
     reopened = False
-    if study_row is None:
-        study_id = conn.execute(
-            insert(Study)
-            .values(
-                study_instance_uid=header.study_uid,
-                study_date=header.study_date,
-                state=StudyState.RECEIVING,
-                first_received_at=now,
-                last_received_at=now,
-                times_reopened=0,
-            )
-            .returning(Study.id)
-        ).scalar_one()
-    else:
-        study_id = study_row.id
-        reopened = study_row.state == StudyState.STABLE
-        conn.execute(
-            update(Study)
-            .where(Study.id == study_id)
-            .values(
-                last_received_at=now,
-                state=StudyState.RECEIVING,
-                times_reopened=Study.times_reopened + (1 if reopened else 0),
-            )
-        )
-
-    series_id = conn.execute(
-        select(Series.id).where(Series.series_instance_uid == header.series_uid)
-    ).scalar()
-    if series_id is None:
-        series_id = conn.execute(
-            insert(Series)
-            .values(
-                study_id=study_id,
-                series_instance_uid=header.series_uid,
-                modality=header.modality,
-                body_part_examined=header.body_part_examined,
-                series_description=header.series_description,
-                sop_class_uid=header.sop_class_uid,
-                last_received_at=now,
-            )
-            .returning(Series.id)
-        ).scalar_one()
-    else:
-        conn.execute(update(Series).where(Series.id == series_id).values(last_received_at=now))
+    series_id = conn.execute(_SELECT_SERIES, {"p_series_uid": header.series_uid}).scalar()
+    if not touched or series_id is None:
+        study_id, reopened = _touch_study(conn, header, now, already_touched=bool(touched))
+        if series_id is None:
+            series_id = conn.execute(
+                _INSERT_SERIES,
+                {
+                    "study_id": study_id,
+                    "series_instance_uid": header.series_uid,
+                    "modality": header.modality,
+                    "body_part_examined": header.body_part_examined,
+                    "series_description": header.series_description,
+                    "sop_class_uid": header.sop_class_uid,
+                },
+            ).scalar_one()
 
     instance_id = conn.execute(
-        insert(Instance)
-        .values(
-            series_id=series_id,
-            sop_instance_uid=header.sop_instance_uid,
-            sop_class_uid=header.sop_class_uid,
-            transfer_syntax_uid=header.transfer_syntax_uid,
-            instance_number=header.instance_number,
-            path=relative_path,
-            size_bytes=size_bytes,
-            calling_ae_title=calling_ae_title,
-            received_at=now,
-        )
-        .returning(Instance.id)
+        _INSERT_INSTANCE,
+        {
+            "series_id": series_id,
+            "sop_instance_uid": header.sop_instance_uid,
+            "sop_class_uid": header.sop_class_uid,
+            "transfer_syntax_uid": header.transfer_syntax_uid,
+            "instance_number": header.instance_number,
+            "path": relative_path,
+            "size_bytes": size_bytes,
+            "calling_ae_title": calling_ae_title,
+            "received_at": now,
+        },
     ).scalar_one()
     return IndexOutcome(instance_id, new=True, study_reopened=reopened)
+
+
+def _touch_study(
+    conn: Connection, header: InstanceHeader, now: datetime, *, already_touched: bool
+) -> tuple[int, bool]:
+    """Return (study id, re-opened): create the study, or re-open it if it was stable."""
+    row = conn.execute(_SELECT_STUDY, {"p_study_uid": header.study_uid}).first()
+    if row is None:
+        study_id = conn.execute(
+            _INSERT_STUDY,
+            {
+                "study_instance_uid": header.study_uid,
+                "study_date": header.study_date,
+                "state": StudyState.RECEIVING.value,
+                "first_received_at": now,
+                "last_received_at": now,
+                "times_reopened": 0,
+            },
+        ).scalar_one()
+        return study_id, False
+    if already_touched or row.state == StudyState.RECEIVING:
+        return row.id, False
+    conn.execute(_REOPEN_STUDY, {"p_id": row.id, "p_now": now})
+    return row.id, True
 
 
 def count_instances(conn: Connection, series_id: int) -> int:

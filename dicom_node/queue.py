@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, Engine, and_, or_, select, update
+from sqlalchemy import Connection, Engine, and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 
@@ -87,8 +87,11 @@ class JobQueue:
             .on_conflict_do_nothing(
                 index_elements=["series_id", "pipeline", "model_version", "series_revision"]
             )
+            # Not rowcount: on PostgreSQL SQLAlchemy adds an implicit RETURNING, after
+            # which psycopg's rowcount is -1. A returned id means the row was inserted.
+            .returning(Job.id)
         )
-        return conn.execute(statement).rowcount == 1
+        return conn.execute(statement).first() is not None
 
     # -- consuming -------------------------------------------------------------------------
 
@@ -108,6 +111,7 @@ class JobQueue:
         query = query.order_by(Job.run_after, Job.id).limit(1).with_for_update(skip_locked=True)
         try:
             with write_transaction(self.engine) as conn:
+                self._fail_abandoned(conn, now)
                 row = conn.execute(query).first()
                 if row is None:
                     return None
@@ -129,6 +133,29 @@ class JobQueue:
             raise
         return ClaimedJob(
             row.id, row.series_id, row.pipeline, row.model_version, attempt, owner, lease_until
+        )
+
+    @staticmethod
+    def _fail_abandoned(conn: Connection, now: datetime) -> None:
+        """A job whose lease ran out after its last attempt is failed, not run again.
+
+        Its worker died while running it (killed, out of memory, a crash in native code);
+        a job that keeps killing workers must not be retried forever.
+        """
+        conn.execute(
+            update(Job)
+            .where(
+                Job.state == JobState.RUNNING,
+                Job.lease_expires_at < now,
+                Job.attempts >= Job.max_attempts,
+            )
+            .values(
+                state=JobState.FAILED,
+                finished_at=now,
+                lease_expires_at=None,
+                last_error=func.coalesce(Job.last_error + "; ", "")
+                + "the worker stopped while running the last allowed attempt (lease expired)",
+            )
         )
 
     def _update_held(self, job: ClaimedJob, **values: object) -> None:

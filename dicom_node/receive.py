@@ -322,14 +322,10 @@ class Receiver:
             relative = self.store.relative_path_for(
                 header.study_uid, header.series_uid, header.sop_instance_uid
             )
-            overwrite = self.settings.duplicate_policy == "overwrite"
-            if not overwrite and lookup_instance(self.engine, header.sop_instance_uid) is not None:
-                if self.store.resolve(relative).exists():
-                    logger.info("duplicate %s kept as first received", header.sop_instance_uid)
-                    spool.discard()
-                    return StoreStatus.SUCCESS
             self.store.check_space(spool.written)
-            stored = self.store.place(spooled, relative, overwrite=overwrite)
+            stored = self.store.place(
+                spooled, relative, overwrite=self.settings.duplicate_policy == "overwrite"
+            )
         except UnsafePath as exc:
             logger.warning("refused %s: %s", affected_uid, exc)
             spool.discard()
@@ -339,6 +335,11 @@ class Receiver:
             spool.discard()
             return StoreStatus.OUT_OF_RESOURCES
         spool.close()
+        if stored.placement is Placement.KEPT_EXISTING and (
+            lookup_instance(self.engine, header.sop_instance_uid) is not None
+        ):
+            logger.info("duplicate %s: kept the first copy", header.sop_instance_uid)
+            return StoreStatus.SUCCESS
 
         try:
             outcome = index_instance(

@@ -12,6 +12,42 @@ from dicom_node.db.models import Instance, Job, Measurement, Result, Series, Stu
 
 Row = dict[str, Any]
 
+# The fields of each listing, in order: the CSV header is the same with or without rows.
+STUDY_FIELDS = (
+    "study_instance_uid",
+    "state",
+    "series",
+    "instances",
+    "first_received_at",
+    "last_received_at",
+    "stable_at",
+    "times_reopened",
+)
+JOB_FIELDS = (
+    "id",
+    "state",
+    "pipeline",
+    "model_version",
+    "series_instance_uid",
+    "route",
+    "attempts",
+    "max_attempts",
+    "run_after",
+    "lease_owner",
+    "finished_at",
+    "last_error",
+)
+RESULT_FIELDS = (
+    "id",
+    "created_at",
+    "pipeline",
+    "model_version",
+    "study_instance_uid",
+    "series_instance_uid",
+    "measurements",
+    "summary",
+)
+
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat(timespec="seconds") if value is not None else None

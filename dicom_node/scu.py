@@ -13,6 +13,7 @@ from pynetdicom import AE, _config, evt
 from pynetdicom.association import Association
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
+from dicom_node.errors import NodeError
 from dicom_node.netutil import set_tcp_nodelay
 
 logger = logging.getLogger(__name__)
@@ -20,8 +21,8 @@ logger = logging.getLogger(__name__)
 MAX_CONTEXTS = 128  # presentation contexts one association may propose
 
 
-class AssociationFailed(Exception):
-    pass
+class AssociationFailed(NodeError):
+    """No association, or it ended early."""
 
 
 @dataclass(frozen=True)

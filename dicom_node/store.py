@@ -99,7 +99,11 @@ class DurableStore:
         that was not there before. ``OSError`` from the file system (ENOSPC, EIO, ...)
         becomes ``OutOfResources``.
         """
-        target = self.resolve(relative_path)
+        try:
+            target = self.resolve(relative_path)
+        except UnsafePath:
+            spooled.unlink(missing_ok=True)
+            raise
         try:
             if target.exists() and not overwrite:
                 size = target.stat().st_size

@@ -20,6 +20,6 @@ def validate_uid(value: object, what: str = "UID") -> str:
         raise InvalidUID(f"{what} is empty")
     if len(uid) > 64:
         raise InvalidUID(f"{what} is longer than 64 characters")
-    if not _UID.match(uid):
+    if not _UID.fullmatch(uid):  # not match(): its '$' also matches before a final "\n"
         raise InvalidUID(f"{what} {uid[:70]!r} has characters or components a UID may not have")
     return uid

@@ -54,6 +54,7 @@ __all__ = [
     "StorescpProcess",
     "dciodvfy",
     "echoscu",
+    "find_tool",
     "free_port",
     "require_tool",
     "storescu",
@@ -432,6 +433,10 @@ class OrthancProcess:
     "127.0.0.1", port]}`` lets Orthanc C-STORE to the node as modality ``node``.
     ``extra_config`` entries override the generated configuration. REST access is
     limited to localhost without authentication; no plugins are loaded.
+
+    Orthanc needs about 3.5 s to shut down on SIGTERM; ``graceful_stop=False`` makes
+    ``__exit__`` kill it instead (its storage is thrown away anyway).
+    Modality ports must be real (1..65534) when Orthanc starts: it refuses port 0.
     """
 
     def __init__(
@@ -444,8 +449,10 @@ class OrthancProcess:
         concurrent_jobs: int = 2,
         extra_config: Mapping[str, Any] | None = None,
         startup_timeout: float = 30,
+        graceful_stop: bool = True,
     ) -> None:
         self.aet = aet
+        self.graceful_stop = graceful_stop
         self.modalities = dict(modalities or {})
         self.tcp_nodelay = tcp_nodelay
         self.concurrent_jobs = concurrent_jobs
@@ -582,7 +589,10 @@ class OrthancProcess:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.stop()
+        if self.graceful_stop:
+            self.stop()
+        else:
+            self.kill()
         if self._own_dir is not None:
             self._own_dir.cleanup()
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import QueuePool
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 
@@ -29,9 +29,12 @@ def make_engine(url: str, *, busy_timeout_ms: int = SQLITE_BUSY_TIMEOUT_MS) -> E
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(
         url,
-        # One connection per checkout: SQLite connections are cheap and a pool shared by
-        # the receiver's threads must not hand a connection in a transaction to another.
-        poolclass=NullPool,
+        # Pooled: opening a connection and setting the pragmas costs milliseconds, which
+        # the C-STORE fast path cannot afford. A connection is only ever used by the
+        # thread that checked it out, and returns to the pool after commit/rollback.
+        poolclass=QueuePool,
+        pool_size=8,
+        max_overflow=32,
         connect_args={"timeout": busy_timeout_ms / 1000, "check_same_thread": False},
     )
 

@@ -16,7 +16,10 @@ MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 def _config(engine: Engine) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    config.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
+    # ConfigParser interpolates '%': URL-encoded parts (a socket path as host, a
+    # password) would fail with "invalid interpolation syntax" unless doubled.
+    url = engine.url.render_as_string(hide_password=False)
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return config
 
 

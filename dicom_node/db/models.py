@@ -91,7 +91,6 @@ class Series(Base):
     body_part_examined: Mapped[str | None] = mapped_column(String(64))
     series_description: Mapped[str | None] = mapped_column(String(128))
     sop_class_uid: Mapped[str | None] = mapped_column(String(64))
-    last_received_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class Instance(Base):

@@ -44,7 +44,6 @@ def upgrade() -> None:
         sa.Column("body_part_examined", sa.String(64)),
         sa.Column("series_description", sa.String(128)),
         sa.Column("sop_class_uid", sa.String(64)),
-        sa.Column("last_received_at", UTCDateTime(), nullable=False),
     )
     op.create_index("ix_series_study_id", "series", ["study_id"])
     op.create_table(

@@ -1,0 +1,1 @@
+"""Unit tests: fast, real SQLite files in tmp_path, no network peers."""

@@ -1,0 +1,304 @@
+"""Worker.run_once and the pipeline registry, with real files and a real SQLite database."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import ClassVar
+
+import pytest
+from sqlalchemy import Engine, func, select, update
+
+from dicom_node.db.models import Job, JobState, Measurement, Result, Series
+from dicom_node.queue import JobKey, JobQueue
+from dicom_node.settings import QueueSettings
+from dicom_node.store import DurableStore
+from dicom_node.worker import Worker
+from pipelines import PipelineRegistry, PipelineResult, PipelineUnavailable, SeriesInput
+from pipelines.contract import Pipeline
+
+from .conftest import UIDs, ingest, job_row, make_dataset
+
+TEST_PIPELINES = {
+    "series_stats": "tests.support.pipelines:SeriesStats",
+    "always_retry": "tests.support.pipelines:AlwaysRetry",
+    "broken": "tests.support.pipelines:Broken",
+}
+
+
+# -- pipelines for the registry tests (found by name like any site pipeline) ---------------
+
+
+class NoRun:
+    name = "no_run"
+
+
+class NoName:
+    def run(self, series: SeriesInput) -> PipelineResult:
+        return PipelineResult("no_name", series.model_version)
+
+
+class Echo:
+    name = "echo"
+
+    def run(self, series: SeriesInput) -> PipelineResult:
+        return PipelineResult(self.name, series.model_version, {"files": len(series.files)})
+
+
+def make_echo() -> Echo:
+    return Echo()
+
+
+ECHO_INSTANCE = Echo()
+NOT_CALLABLE = 42
+
+
+class LeaseThief:
+    """While it runs, its lease runs out and another worker claims the job."""
+
+    name = "lease_thief"
+    engine: ClassVar[Engine | None] = None
+
+    def run(self, series: SeriesInput) -> PipelineResult:
+        assert self.engine is not None
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(Job).values(lease_expires_at=datetime.now(UTC) - timedelta(seconds=1))
+            )
+        other = JobQueue(self.engine, QueueSettings()).claim("other-worker")
+        assert other is not None
+        return PipelineResult(self.name, series.model_version, {"stolen": True})
+
+
+THIS_MODULE = __name__
+
+
+# -- fixtures -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def registry() -> PipelineRegistry:
+    return PipelineRegistry(
+        {**TEST_PIPELINES, "lease_thief": f"{THIS_MODULE}:LeaseThief"},
+    )
+
+
+@pytest.fixture
+def ct_series(engine: Engine, store: DurableStore, uids: UIDs) -> dict[str, object]:
+    """Three stored CT instances of different sizes, indexed, in one series."""
+    study, series = uids.next(), uids.next()
+    for number, rows in ((1, 8), (2, 16), (3, 12)):
+        ingest(engine, store, make_dataset(study, series, uids.next(), rows=rows, number=number))
+    with engine.connect() as conn:
+        series_id = conn.scalar(select(Series.id))
+    return {"study": study, "series": series, "id": series_id}
+
+
+def make_worker(
+    engine: Engine,
+    store: DurableStore,
+    registry: PipelineRegistry,
+    **queue_settings: float,
+) -> Worker:
+    queue = JobQueue(engine, QueueSettings(**queue_settings))  # type: ignore[arg-type]
+    return Worker(engine, queue, store, registry, owner="test-worker")
+
+
+def enqueue(worker: Worker, series_id: int, pipeline: str) -> int:
+    assert worker.queue.enqueue(JobKey(series_id, pipeline, "none", 3), route="test")
+    with worker.engine.connect() as conn:
+        return int(conn.scalar(select(func.max(Job.id))))  # type: ignore[arg-type]
+
+
+def results_count(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.scalar(select(func.count(Result.id))))  # type: ignore[arg-type]
+
+
+# -- worker ------------------------------------------------------------------------------------------
+
+
+def test_nothing_to_do(engine: Engine, store: DurableStore, registry: PipelineRegistry) -> None:
+    assert make_worker(engine, store, registry).run_once() is None
+
+
+def test_done_job_records_result_and_measurements(
+    engine: Engine, store: DurableStore, registry: PipelineRegistry, ct_series: dict[str, object]
+) -> None:
+    worker = make_worker(engine, store, registry)
+    job_id = enqueue(worker, ct_series["id"], "series_stats")  # type: ignore[arg-type]
+
+    outcome = worker.run_once()
+
+    assert outcome is not None
+    assert (outcome.job_id, outcome.state, outcome.error) == (job_id, "done", None)
+    job = job_row(engine, job_id)
+    assert (job.state, job.attempts, job.lease_owner) == (JobState.DONE, 1, "test-worker")
+    assert job.finished_at is not None
+    with engine.connect() as conn:
+        result = conn.execute(select(Result)).one()
+        measurements = conn.execute(
+            select(
+                Measurement.name, Measurement.value, Measurement.unit, Measurement.result_id
+            ).order_by(Measurement.id)
+        ).all()
+    assert result.job_id == job_id
+    assert result.pipeline == "series_stats"
+    assert result.model_version == "none"
+    assert result.study_instance_uid == ct_series["study"]
+    assert result.series_instance_uid == ct_series["series"]
+    assert result.summary == {"instances": 3, "modality": "CT"}
+    assert [tuple(m) for m in measurements] == [
+        ("instance count", 3.0, "{instances}", result.id),
+        ("max rows", 16.0, "{pixels}", result.id),  # read from the stored files
+    ]
+    assert worker.run_once() is None
+
+
+def test_always_retry_ends_failed_after_max_attempts(
+    engine: Engine, store: DurableStore, registry: PipelineRegistry, ct_series: dict[str, object]
+) -> None:
+    worker = make_worker(engine, store, registry, max_attempts=3, retry_backoff_seconds=0)
+    job_id = enqueue(worker, ct_series["id"], "always_retry")  # type: ignore[arg-type]
+
+    states = [worker.run_once() for _ in range(3)]
+
+    assert [(o.job_id, o.state) for o in states if o] == [
+        (job_id, JobState.QUEUED),
+        (job_id, JobState.QUEUED),
+        (job_id, JobState.FAILED),
+    ]
+    assert all(o and o.error == "transient failure for the test" for o in states)
+    job = job_row(engine, job_id)
+    assert (job.state, job.attempts) == (JobState.FAILED, 3)
+    assert job.last_error == "transient failure for the test"
+    assert worker.run_once() is None
+    assert results_count(engine) == 0
+
+
+def test_unexpected_error_is_retried_with_backoff_then_failed(
+    engine: Engine, store: DurableStore, registry: PipelineRegistry, ct_series: dict[str, object]
+) -> None:
+    worker = make_worker(engine, store, registry, max_attempts=2, retry_backoff_seconds=0)
+    job_id = enqueue(worker, ct_series["id"], "broken")  # type: ignore[arg-type]
+    first, second = worker.run_once(), worker.run_once()
+    assert first is not None and first.state == JobState.QUEUED
+    assert second is not None and second.state == JobState.FAILED
+    assert job_row(engine, job_id).last_error == "RuntimeError: pipeline bug for the test"
+
+
+def test_unexpected_error_waits_for_the_backoff(
+    engine: Engine, store: DurableStore, registry: PipelineRegistry, ct_series: dict[str, object]
+) -> None:
+    worker = make_worker(engine, store, registry, max_attempts=3, retry_backoff_seconds=30)
+    job_id = enqueue(worker, ct_series["id"], "broken")  # type: ignore[arg-type]
+    outcome = worker.run_once()
+    assert outcome is not None and outcome.state == JobState.QUEUED
+    assert worker.run_once() is None  # not due for 30 s
+    assert job_row(engine, job_id).run_after > datetime.now(UTC) + timedelta(seconds=25)
+
+
+def test_unknown_pipeline_fails_at_once(
+    engine: Engine, store: DurableStore, registry: PipelineRegistry, ct_series: dict[str, object]
+) -> None:
+    worker = make_worker(engine, store, registry, max_attempts=5, retry_backoff_seconds=0)
+    job_id = enqueue(worker, ct_series["id"], "no_such_pipeline")  # type: ignore[arg-type]
+
+    outcome = worker.run_once()
+
+    assert outcome is not None and outcome.state == JobState.FAILED
+    job = job_row(engine, job_id)
+    assert (job.state, job.attempts) == (JobState.FAILED, 1)
+    assert "no pipeline named 'no_such_pipeline'" in job.last_error
+    assert "known: always_retry, broken, lease_thief, series_stats" in job.last_error
+    assert worker.run_once() is None
+
+
+def test_pipeline_breaking_the_contract_fails_at_once(
+    engine: Engine, store: DurableStore, ct_series: dict[str, object]
+) -> None:
+    registry = PipelineRegistry({"no_run": f"{THIS_MODULE}:NoRun"})
+    worker = make_worker(engine, store, registry, max_attempts=5, retry_backoff_seconds=0)
+    job_id = enqueue(worker, ct_series["id"], "no_run")  # type: ignore[arg-type]
+    outcome = worker.run_once()
+    assert outcome is not None and outcome.state == JobState.FAILED
+    job = job_row(engine, job_id)
+    assert job.attempts == 1
+    assert "does not meet the Pipeline contract" in job.last_error
+
+
+def test_result_of_a_job_whose_lease_was_lost_is_dropped(
+    engine: Engine,
+    store: DurableStore,
+    registry: PipelineRegistry,
+    ct_series: dict[str, object],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(LeaseThief, "engine", engine)
+    worker = make_worker(engine, store, registry)
+    job_id = enqueue(worker, ct_series["id"], "lease_thief")  # type: ignore[arg-type]
+
+    outcome = worker.run_once()
+
+    assert outcome is not None and outcome.state == "lease_lost"
+    assert results_count(engine) == 0
+    job = job_row(engine, job_id)
+    assert (job.state, job.lease_owner, job.attempts) == (JobState.RUNNING, "other-worker", 2)
+
+
+def test_a_worker_runs_jobs_in_order(
+    engine: Engine, store: DurableStore, registry: PipelineRegistry, ct_series: dict[str, object]
+) -> None:
+    worker = make_worker(engine, store, registry, max_attempts=1)
+    first = enqueue(worker, ct_series["id"], "series_stats")  # type: ignore[arg-type]
+    second = enqueue(worker, ct_series["id"], "broken")  # type: ignore[arg-type]
+    outcomes = [worker.run_once(), worker.run_once(), worker.run_once()]
+    assert [(o.job_id, o.state) if o else None for o in outcomes] == [
+        (first, "done"),
+        (second, JobState.FAILED),
+        None,
+    ]
+
+
+# -- registry ---------------------------------------------------------------------------------------
+
+
+def test_registry_names_are_sorted() -> None:
+    assert PipelineRegistry(TEST_PIPELINES).names() == ["always_retry", "broken", "series_stats"]
+
+
+def test_registry_loads_once_and_meets_the_contract(registry: PipelineRegistry) -> None:
+    pipeline = registry.get("series_stats")
+    assert isinstance(pipeline, Pipeline)
+    assert pipeline.name == "series_stats"
+    assert registry.get("series_stats") is pipeline
+
+
+@pytest.mark.parametrize("attribute", ["Echo", "make_echo", "ECHO_INSTANCE"])
+def test_registry_accepts_classes_factories_and_objects(attribute: str) -> None:
+    pipeline = PipelineRegistry({"echo": f"{THIS_MODULE}:{attribute}"}).get("echo")
+    assert isinstance(pipeline, Echo)
+
+
+def test_registry_without_the_name() -> None:
+    with pytest.raises(PipelineUnavailable, match=r"no pipeline named 'x' \(known: broken\)"):
+        PipelineRegistry({"broken": TEST_PIPELINES["broken"]}).get("x")
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        (f"{THIS_MODULE}:NoRun", "does not meet the Pipeline contract"),
+        (f"{THIS_MODULE}:NoName", "does not meet the Pipeline contract"),
+        (f"{THIS_MODULE}:NOT_CALLABLE", "does not meet the Pipeline contract"),
+        (f"{THIS_MODULE}:Echo", "calls itself 'echo'"),
+        (THIS_MODULE, "is not 'module:attribute'"),
+        ("tests.unit.no_such_module:Thing", "cannot import tests.unit.no_such_module"),
+        (f"{THIS_MODULE}:Missing", f"{THIS_MODULE} has no Missing"),
+    ],
+)
+def test_registry_rejects_bad_targets(target: str, message: str) -> None:
+    registry = PipelineRegistry({"candidate": target})
+    with pytest.raises(PipelineUnavailable, match=message):
+        registry.get("candidate")
+    with pytest.raises(PipelineUnavailable):  # not cached as loaded
+        registry.get("candidate")
