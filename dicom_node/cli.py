@@ -192,10 +192,17 @@ def _render(
 
 
 def _engine(args: argparse.Namespace) -> Any:
+    from sqlalchemy.engine import make_url
+
     from dicom_node.db import migrate
     from dicom_node.db.engine import make_engine
 
-    engine = make_engine(_settings(args).database_url)
+    settings = _settings(args)
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
+        hint = "" if args.config else " (no --config given: the default is relative to this folder)"
+        raise NodeError(f"no database at {url.database}{hint}")
+    engine = make_engine(settings.database_url)
     if migrate.current_revision(engine) is None:
         raise NodeError(
             "the database has no schema yet: run `dicom-node db upgrade` or `dicom-node serve`"

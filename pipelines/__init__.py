@@ -3,11 +3,26 @@
 This package imports neither ``dicom_node`` nor ``training``.
 """
 
-from pipelines.contract import Measurement, Pipeline, PipelineResult, SeriesInput
+from pipelines.contract import (
+    Code,
+    DerivedImage,
+    DerivedImageKind,
+    Finding,
+    Measurement,
+    ModelIdentity,
+    Pipeline,
+    PipelineResult,
+    SeriesInput,
+)
 from pipelines.registry import PipelineRegistry, PipelineUnavailable
 
 __all__ = [
+    "Code",
+    "DerivedImage",
+    "DerivedImageKind",
+    "Finding",
     "Measurement",
+    "ModelIdentity",
     "Pipeline",
     "PipelineRegistry",
     "PipelineResult",

@@ -2,14 +2,32 @@
 
 A pipeline is any object with a ``name`` and a ``run(series) -> PipelineResult``
 method; ``isinstance(obj, Pipeline)`` checks it at load time. Encoding results as
-DICOM belongs to ``dicom_node``, not to the pipelines.
+DICOM belongs to ``dicom_node``, not to the pipelines: a result says *what* was found
+(values with UCUM units and coded concepts, qualitative findings, derived pictures) and
+the node turns it into a Structured Report and Secondary Capture images.
+
+The value types validate themselves when they are made, so a pipeline that returns
+something the node cannot encode fails at once, in the pipeline, with a clear message.
 """
 
 from __future__ import annotations
 
+import math
+import numbers
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+$")
+
+
+def _check_uid(value: str | None, what: str) -> None:
+    if value is not None and (len(value) > 64 or not _UID.fullmatch(value)):
+        raise ValueError(f"{what} {value!r} is not a valid DICOM UID")
 
 
 @dataclass(frozen=True)
@@ -25,21 +43,217 @@ class SeriesInput:
 
 
 @dataclass(frozen=True)
+class Code:
+    """A coded concept: ``Code("363679005", "SCT", "Imaging procedure")``.
+
+    ``scheme`` is a DICOM coding scheme designator (``SCT``, ``DCM``, ``LN``, ``UCUM``,
+    or a private ``99...`` scheme); ``meaning`` is the human-readable Code Meaning.
+    ``str(code)`` is the short form ``"SCHEME:VALUE"`` the results log stores.
+    """
+
+    value: str
+    scheme: str
+    meaning: str
+
+    def __post_init__(self) -> None:
+        for what, text in (("value", self.value), ("scheme", self.scheme)):
+            if not text or text != text.strip() or "\\" in text:
+                raise ValueError(f"code {what} {text!r} must be non-empty text without padding")
+        if not self.meaning.strip():
+            raise ValueError(f"code {self.scheme}:{self.value} needs a meaning")
+        if len(self.meaning) > 64:
+            raise ValueError(f"code meaning {self.meaning!r} is longer than 64 characters")
+
+    def __str__(self) -> str:
+        return f"{self.scheme}:{self.value}"
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """Which model made a result: pipeline name, model version and weights checksum."""
+
+    pipeline: str
+    version: str
+    weights_sha256: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.pipeline or not self.version:
+            raise ValueError("a model identity needs a pipeline name and a version")
+        if self.weights_sha256 is not None and not _SHA256.fullmatch(self.weights_sha256):
+            raise ValueError("weights_sha256 must be 64 lower-case hexadecimal digits")
+
+
+@dataclass(frozen=True)
 class Measurement:
+    """A numeric result.
+
+    ``unit`` is a UCUM unit code (``"deg"``, ``"mo"``, ``"mm"``, ``"1"``, ``"{score}"``).
+    ``concept`` names what was measured (a ``Code``); without one the node encodes the
+    value under a private concept whose meaning is ``name``. ``tracking_uid`` is the
+    SOP Instance UID of the source instance the value belongs to; ``slice_index`` is
+    the position of that instance in ``SeriesInput.files`` (either may be given; none
+    means the whole series).
+    """
+
     name: str
     value: float
     unit: str  # UCUM
-    concept_code: str | None = None  # "scheme:value", e.g. "SCT:123456"
-    tracking_uid: str | None = None  # the source instance it belongs to, if any
+    concept: Code | None = None
+    tracking_uid: str | None = None  # SOP Instance UID of the source instance, if any
     slice_index: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.name.strip():
+            raise ValueError("a measurement needs a name")
+        if isinstance(self.value, bool) or not isinstance(self.value, numbers.Real):
+            raise TypeError(f"measurement {self.name!r}: value must be a number")
+        if not math.isfinite(self.value):
+            raise ValueError(f"measurement {self.name!r}: value {self.value!r} is not finite")
+        if not self.unit or self.unit != self.unit.strip():
+            raise ValueError(f"measurement {self.name!r}: unit must be a UCUM code")
+        if self.concept is not None and not isinstance(self.concept, Code):
+            raise TypeError(f"measurement {self.name!r}: concept must be a Code")
+        _check_uid(self.tracking_uid, f"measurement {self.name!r}: tracking_uid")
+        if self.slice_index is not None and self.slice_index < 0:
+            raise ValueError(f"measurement {self.name!r}: slice_index must not be negative")
+
+    @property
+    def concept_code(self) -> str | None:
+        """The concept as ``"SCHEME:VALUE"`` (what the results log stores), or None."""
+        return None if self.concept is None else str(self.concept)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A qualitative result: ``concept`` is ``value`` (e.g. "Abnormality" is "Present").
+
+    ``probability`` is the model's probability for ``value`` in [0, 1], if it has one;
+    ``tracking_uid`` is the SOP Instance UID of the source instance it belongs to
+    (None: the whole series or study).
+    """
+
+    concept: Code
+    value: Code
+    probability: float | None = None
+    tracking_uid: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.concept, Code) or not isinstance(self.value, Code):
+            raise TypeError("a finding's concept and value must be Codes")
+        if self.probability is not None and not (
+            isinstance(self.probability, numbers.Real) and 0.0 <= self.probability <= 1.0
+        ):
+            raise ValueError(f"finding {self.concept}: probability must be in [0, 1]")
+        _check_uid(self.tracking_uid, f"finding {self.concept}: tracking_uid")
+
+
+DerivedImageKind = Literal["grayscale", "rgb_overlay", "plot"]
+
+
+@dataclass(frozen=True, eq=False)
+class DerivedImage:
+    """A picture for people: a corrected film, a heat map over the film, a plot.
+
+    ``pixels``: ``grayscale`` is 2-D ``uint8`` or ``uint16`` (MONOCHROME2, 0 = black);
+    ``rgb_overlay`` is ``uint8`` of shape (rows, columns, 3); ``plot`` is either.
+    ``burned_in_text``: True when text or markers are drawn into the pixels.
+    ``pixel_spacing``: (row, column) spacing in mm when the picture keeps a known
+    geometry. ``patient_orientation``: the (row, column) direction codes of the
+    picture, e.g. ``("P", "F")``, when the pipeline knows them.
+    """
+
+    pixels: np.ndarray
+    kind: DerivedImageKind
+    description: str
+    source_sop_instance_uid: str | None = None
+    burned_in_text: bool = False
+    pixel_spacing: tuple[float, float] | None = None
+    patient_orientation: tuple[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        pixels = self.pixels
+        if not isinstance(pixels, np.ndarray):
+            raise TypeError("derived image pixels must be a numpy array")
+        grey = pixels.ndim == 2 and pixels.dtype in (np.uint8, np.uint16)
+        rgb = pixels.ndim == 3 and pixels.shape[2] == 3 and pixels.dtype == np.uint8
+        if self.kind == "grayscale" and not grey:
+            raise ValueError("a grayscale image is a 2-D uint8 or uint16 array")
+        if self.kind == "rgb_overlay" and not rgb:
+            raise ValueError("an rgb_overlay image is a uint8 array of shape (rows, columns, 3)")
+        if self.kind == "plot" and not (grey or rgb):
+            raise ValueError("a plot is a 2-D uint8/uint16 or a (rows, columns, 3) uint8 array")
+        if self.kind not in ("grayscale", "rgb_overlay", "plot"):
+            raise ValueError(f"unknown derived image kind {self.kind!r}")
+        if min(pixels.shape[:2]) < 1 or max(pixels.shape[:2]) > 65535:
+            raise ValueError("derived image rows and columns must be 1..65535")
+        if not self.description.strip():
+            raise ValueError("a derived image needs a description")
+        _check_uid(self.source_sop_instance_uid, "source_sop_instance_uid")
+        if self.pixel_spacing is not None and (
+            len(self.pixel_spacing) != 2
+            or not all(math.isfinite(s) and s > 0 for s in self.pixel_spacing)
+        ):
+            raise ValueError("pixel_spacing must be two positive numbers (mm)")
+        if self.patient_orientation is not None and (
+            len(self.patient_orientation) != 2
+            or not all(re.fullmatch(r"[APLRHF]{1,3}", o) for o in self.patient_orientation)
+        ):
+            raise ValueError("patient_orientation must be two direction codes such as ('P', 'F')")
+
+    @property
+    def is_color(self) -> bool:
+        return self.pixels.ndim == 3
 
 
 @dataclass(frozen=True)
 class PipelineResult:
+    """What a pipeline returns for one series.
+
+    ``pipeline`` and ``model_version`` (with ``weights_sha256``) identify the model;
+    ``model`` gives them as one ``ModelIdentity``. ``summary`` is free-form JSON for the
+    results log; ``measurements``, ``findings`` and ``derived_images`` go back to the
+    PACS as DICOM.
+    """
+
     pipeline: str
     model_version: str
     summary: dict[str, object] = field(default_factory=dict)
     measurements: tuple[Measurement, ...] = ()
+    findings: tuple[Finding, ...] = ()
+    derived_images: tuple[DerivedImage, ...] = ()
+    weights_sha256: str | None = None
+
+    def __post_init__(self) -> None:
+        # Lists are accepted for convenience and frozen into tuples.
+        for name in ("measurements", "findings", "derived_images"):
+            value = getattr(self, name)
+            if not isinstance(value, tuple):
+                object.__setattr__(self, name, tuple(value))
+        _ = self.model  # validates pipeline, version and checksum
+
+    @property
+    def model(self) -> ModelIdentity:
+        return ModelIdentity(self.pipeline, self.model_version, self.weights_sha256)
+
+    @classmethod
+    def for_model(
+        cls,
+        model: ModelIdentity,
+        *,
+        summary: dict[str, object] | None = None,
+        measurements: tuple[Measurement, ...] = (),
+        findings: tuple[Finding, ...] = (),
+        derived_images: tuple[DerivedImage, ...] = (),
+    ) -> PipelineResult:
+        return cls(
+            pipeline=model.pipeline,
+            model_version=model.version,
+            summary=dict(summary or {}),
+            measurements=measurements,
+            findings=findings,
+            derived_images=derived_images,
+            weights_sha256=model.weights_sha256,
+        )
 
 
 @runtime_checkable

@@ -8,13 +8,10 @@
 #   PYTHON                Python 3.11+ used to create .venv (default: python3.11, else python3)
 #   VENV                  virtual environment folder (default: .venv)
 #   TORCH_VERSION         torch release to install, CPU build (default: 2.13.0)
-#   TORCH_CPU_INDEX_URL   where CPU wheels of torch are found when pip cannot find one
-#                         by itself (default: PyTorch's CPU wheel index)
 #   DICOM_NODE_SKIP_APT=1 never call apt-get, only report missing Debian packages
 
 VENV="${VENV:-.venv}"
 TORCH_VERSION="${TORCH_VERSION:-2.13.0}"
-TORCH_CPU_INDEX_URL="${TORCH_CPU_INDEX_URL:-https://download.pytorch.org/whl/cpu}"
 PROJECT_EXTRAS="${PROJECT_EXTRAS:-ml,dev}"
 
 # Debian packages of the real peers the integration tests talk to.
@@ -49,21 +46,23 @@ missing_debian_packages() {
 # PostgreSQL would otherwise start system-wide daemons; the tests start their own on
 # free ports). An existing /usr/sbin/policy-rc.d is left as it is.
 apt_install_quietly() {
-    local policy=/usr/sbin/policy-rc.d own_policy=0 rc=0
+    local policy=/usr/sbin/policy-rc.d own_policy=0 rc=0 log
+    log="$(mktemp /tmp/dicom-node-apt.XXXXXX)"
     if [ ! -e "$policy" ]; then
         printf '#!/bin/sh\n# written by dicom-node scripts/_common.sh during apt-get install\nexit 101\n' >"$policy"
         chmod 755 "$policy"
         own_policy=1
     fi
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" \
-        >/tmp/dicom-node-apt.log 2>&1 || rc=$?
+        >"$log" 2>&1 || rc=$?
     if [ "$own_policy" -eq 1 ]; then
         rm -f "$policy"
     fi
     if [ "$rc" -ne 0 ]; then
-        tail -n 30 /tmp/dicom-node-apt.log >&2
-        die "apt-get install $* failed (log: /tmp/dicom-node-apt.log)"
+        tail -n 30 "$log" >&2
+        die "apt-get install $* failed (log: $log)"
     fi
+    rm -f "$log"
 }
 
 # Orthanc's own Debian service is not needed: stop it if a package install started it.
@@ -122,8 +121,8 @@ ensure_venv() {
     local python
     python="$(pick_python)"
     command -v "$python" >/dev/null 2>&1 || die "$python not found: install Python 3.11 (apt-get install python3)"
-    "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
-        || die "$python is $("$python" -V 2>&1); dicom-node needs Python 3.11 or newer"
+    "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' >/dev/null 2>&1 \
+        || die "$python is not a usable Python 3.11 or newer (set PYTHON=/path/to/python3.11)"
     say "creating $VENV with $("$python" -V 2>&1)"
     if ! "$python" -m venv "$VENV" >/dev/null 2>&1; then
         rm -rf "$VENV"
@@ -153,27 +152,17 @@ EOF
 }
 
 # torch first, CPU build only, so that `pip install -e '.[ml]'` finds it satisfied and
-# never pulls a CUDA build of several GB. `torch==X+cpu` is the CPU wheel's own version:
-# pip takes it from a local wheel when one is configured (find-links), else from
-# PyTorch's CPU index.
+# never pulls a CUDA build of several GB. On the project's machines `pip install
+# torch==2.13.0` takes the CPU wheel that lies on disk; elsewhere point pip at a CPU wheel
+# (PIP_FIND_LINKS or PIP_EXTRA_INDEX_URL) before running this.
 ensure_torch() {
     if cpu_torch_installed; then
         return 0
     fi
-    local machine spec
-    machine="$(uname -m)"
-    if [ "$machine" = "x86_64" ]; then
-        spec="torch==${TORCH_VERSION}+cpu"
-    else
-        spec="torch==${TORCH_VERSION}" # aarch64 wheels are CPU builds without a +cpu tag
-    fi
-    say "installing $spec (CPU build)"
-    if ! pip_q install "$spec" >/tmp/dicom-node-torch.log 2>&1; then
-        say "no local CPU wheel of torch; trying $TORCH_CPU_INDEX_URL"
-        pip_q install "$spec" --extra-index-url "$TORCH_CPU_INDEX_URL" \
-            || die "could not install $spec (first attempt: /tmp/dicom-node-torch.log)"
-    fi
-    cpu_torch_installed || die "the torch now installed is not the $TORCH_VERSION CPU build"
+    say "installing torch==${TORCH_VERSION} (CPU build)"
+    pip_q install "torch==${TORCH_VERSION}" || die "could not install torch==${TORCH_VERSION}"
+    cpu_torch_installed || die "the torch now installed is not the ${TORCH_VERSION} CPU build;" \
+        "uninstall it and provide a CPU wheel (see the comment above ensure_torch)"
 }
 
 # True when the checkout is installed editable and every requirement of

@@ -74,17 +74,17 @@ def build_node_settings(tmp_path: Path, **overrides: Any) -> NodeSettings:
     return NodeSettings(**values)
 
 
-@pytest.fixture(autouse=True)
-def _no_node_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``DICOM_NODE_*`` variables override init values; keep the caller's out of tests."""
+def _clear_node_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``DICOM_NODE_*`` variables would override the values a test passes: drop them."""
     for name in list(os.environ):
         if name.startswith("DICOM_NODE_"):
             monkeypatch.delenv(name)
 
 
 @pytest.fixture
-def node_settings() -> SettingsBuilder:
+def node_settings(monkeypatch: pytest.MonkeyPatch) -> SettingsBuilder:
     """``node_settings(tmp_path, **overrides) -> NodeSettings``."""
+    _clear_node_environment(monkeypatch)
     return build_node_settings
 
 
@@ -143,12 +143,15 @@ def open_node_storage(
 
 
 @pytest.fixture
-def receiver(tmp_path: Path) -> Iterator[Callable[..., RunningReceiver]]:
+def receiver(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., RunningReceiver]]:
     """Factory: ``receiver(settings=None, engine=None, **overrides) -> RunningReceiver``.
 
     Starts ``Receiver`` in this process on 127.0.0.1, port 0; every receiver started
     through the factory is stopped (and its engine disposed) in teardown.
     """
+    _clear_node_environment(monkeypatch)
     started: list[RunningReceiver] = []
 
     def start(
@@ -160,7 +163,7 @@ def receiver(tmp_path: Path) -> Iterator[Callable[..., RunningReceiver]]:
         if settings is None:
             settings = build_node_settings(tmp_path, **overrides)
         elif overrides:
-            settings = settings.model_copy(update=overrides)
+            settings = NodeSettings(**{**settings.model_dump(), **overrides})
         own_engine, store = open_node_storage(settings, engine)
         node = Receiver(settings, store, own_engine)
         running = RunningReceiver(settings, node, own_engine, store)
@@ -185,6 +188,7 @@ def write_instance(
     sop_uid: str | None = None,
     media_sop_uid: str | None = None,
     sop_class_uid: str = CTImageStorage,
+    media_sop_class_uid: str | None = None,
     modality: str = "CT",
     rows: int = 16,
     columns: int = 16,
@@ -195,15 +199,16 @@ def write_instance(
     """Write a small 16-bit monochrome image as Explicit VR Little Endian Part 10.
 
     Any UID may be given as an invalid value (value validation is off while writing);
-    ``media_sop_uid`` sets the file meta's SOP Instance UID, which is what a C-STORE SCU
-    sends as the request's Affected SOP Instance UID (default: the dataset's).
+    ``media_sop_uid`` / ``media_sop_class_uid`` set the file meta's SOP Instance / Class
+    UID, which a C-STORE SCU sends as the request's Affected SOP Instance / Class UID
+    (default: the data set's).
     """
     study_uid = study_uid if study_uid is not None else generate_uid()
     series_uid = series_uid if series_uid is not None else generate_uid()
     sop_uid = sop_uid if sop_uid is not None else generate_uid()
     with pydicom_config.disable_value_validation():
         meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = sop_class_uid
+        meta.MediaStorageSOPClassUID = media_sop_class_uid or sop_class_uid
         meta.MediaStorageSOPInstanceUID = media_sop_uid if media_sop_uid is not None else sop_uid
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
         meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
@@ -422,8 +427,9 @@ def storage_snapshot() -> Callable[[Path], dict[str, int]]:
         for dirpath, dirnames, filenames in os.walk(folder):
             for name in dirnames + filenames:
                 full = Path(dirpath) / name
-                found[str(full.relative_to(folder))] = full.lstat().st_size if name in filenames else -1
+                found[str(full.relative_to(folder))] = (
+                    full.lstat().st_size if name in filenames else -1
+                )
         return found
 
     return snapshot
-

@@ -20,6 +20,17 @@ SOURCE_SERVICE_USER, SOURCE_PROVIDER_PRESENTATION = 0x01, 0x03
 CALLING_AE_NOT_RECOGNISED, LOCAL_LIMIT_EXCEEDED = 0x03, 0x02
 
 
+def rejection_triplet(assoc: Association) -> tuple[int, int, int]:
+    """(result, source, diagnostic) of the A-ASSOCIATE-RJ the acceptor side holds."""
+    primitive = assoc.acceptor.primitive
+    assert primitive is not None
+    return (
+        int(primitive.result or 0),
+        int(primitive.result_source or 0),
+        int(primitive.diagnostic or 0),
+    )
+
+
 def associate(
     port: int, calling_aet: str, called_aet: str = "DICOM_NODE"
 ) -> tuple[Association, list[tuple[int, int, int]]]:
@@ -27,8 +38,7 @@ def associate(
     rejections: list[tuple[int, int, int]] = []
 
     def on_rejected(event: evt.Event) -> None:
-        primitive = event.assoc.acceptor.primitive
-        rejections.append((primitive.result, primitive.result_source, primitive.diagnostic))
+        rejections.append(rejection_triplet(event.assoc))
 
     ae = AE(ae_title=calling_aet)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 10
@@ -42,10 +52,7 @@ def associate(
 def rejection(assoc: Association, seen: list[tuple[int, int, int]]) -> tuple[int, int, int]:
     assert not assoc.is_established
     assert assoc.is_rejected
-    if seen:
-        return seen[0]
-    primitive = assoc.acceptor.primitive
-    return (primitive.result, primitive.result_source, primitive.diagnostic)
+    return seen[0] if seen else rejection_triplet(assoc)
 
 
 def echo_ok(port: int, calling_aet: str) -> bool:

@@ -400,11 +400,27 @@ def test_database_without_schema(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
 ) -> None:
     config = write_config(tmp_path, "empty.sqlite")
+    (tmp_path / "empty.sqlite").touch()
     code, out, err = run(capsys, *argv, "--config", str(config))
     assert code == 1
     assert out == ""
     assert "the database has no schema yet" in flat(err)
     assert "dicom-node db upgrade" in flat(err)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["studies"], ["jobs"], ["results"]],
+    ids=["studies", "jobs", "results"],
+)
+def test_missing_database_is_reported_not_created(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    config = write_config(tmp_path, "missing/none.sqlite")
+    code, out, err = run(capsys, *argv, "--config", str(config))
+    assert code == 1
+    assert "no database at" in flat(err)
+    assert not (tmp_path / "missing").exists()
 
 
 def test_db_upgrade_then_query(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
