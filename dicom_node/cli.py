@@ -256,6 +256,34 @@ def cmd_jobs_retry(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_deliveries(args: argparse.Namespace) -> int:
+    from dicom_node.results_log import DELIVERY_FIELDS, list_deliveries
+
+    rows = list_deliveries(_engine(args), state=args.state)
+    _render(
+        rows,
+        args.format,
+        ["id", "state", "destination", "kind", "sop_instance_uid", "attempts", "last_error"],
+        "Deliveries",
+        DELIVERY_FIELDS,
+    )
+    return EXIT_OK
+
+
+def cmd_deliveries_retry(args: argparse.Namespace) -> int:
+    from dicom_node.flow import NodeParts
+
+    if bool(args.ids) == bool(args.all_dead):
+        raise NodeError("give delivery IDs or --all-dead (one of the two)")
+    _engine(args)  # clear errors for a missing database before anything else
+    parts = NodeParts.open(_settings(args))
+    count = parts.deliverer().replay(None if args.all_dead else list(args.ids))
+    out.print(f"{count} dead deliver{'y' if count == 1 else 'ies'} queued again")
+    if args.ids and count < len(args.ids):
+        console.print("only dead deliveries are replayed; the others were left as they are")
+    return EXIT_OK
+
+
 def _parse_since(text: str) -> datetime:
     try:
         value = datetime.fromisoformat(text)
@@ -273,7 +301,7 @@ def cmd_results(args: argparse.Namespace) -> int:
     _render(
         rows,
         args.format,
-        ["id", "created_at", "pipeline", "model_version", "study_instance_uid", "measurements"],
+        ["id", "created_at", "pipeline", "study_instance_uid", "measurements", "deliveries"],
         "Results",
         RESULT_FIELDS,
     )
@@ -401,6 +429,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("id", type=int)
     p.set_defaults(func=cmd_jobs_retry)
+
+    deliveries = sub.add_parser(
+        "deliveries",
+        parents=[common, fmt],
+        help="list deliveries of results; `deliveries retry ID... | --all-dead` replays dead ones",
+    )
+    deliveries.add_argument("--state", choices=["pending", "sent", "dead"])
+    deliveries.set_defaults(func=cmd_deliveries)
+    deliveries_sub = deliveries.add_subparsers(dest="deliveries_command")
+    p = deliveries_sub.add_parser(
+        "retry", parents=[nested_common], help="send dead deliveries again"
+    )
+    p.add_argument("ids", type=int, nargs="*", metavar="ID")
+    p.add_argument("--all-dead", action="store_true", help="every dead delivery")
+    p.set_defaults(func=cmd_deliveries_retry)
 
     p = sub.add_parser("results", parents=[common, fmt], help="query the results log")
     p.add_argument("--study", help="StudyInstanceUID")

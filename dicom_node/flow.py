@@ -17,10 +17,12 @@ from multiprocessing.process import BaseProcess
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import Engine, select
+from sqlalchemy.exc import OperationalError
 
 from dicom_node.db import migrate
 from dicom_node.db.engine import make_engine
 from dicom_node.db.models import Instance
+from dicom_node.deliver import Deliverer
 from dicom_node.errors import InvalidUID, OutOfResources, UnreadableDataset, UnsafePath
 from dicom_node.index import index_instance, read_header
 from dicom_node.queue import JobQueue
@@ -48,6 +50,15 @@ class NodeParts:
         engine = make_engine(settings.database_url)
         store = DurableStore(settings.storage_dir, min_free_bytes=settings.min_free_bytes)
         return cls(settings, engine, store, JobQueue(engine, settings.queue))
+
+    def deliverer(self) -> Deliverer:
+        return Deliverer(
+            self.engine,
+            self.settings.delivery,
+            self.settings.destinations,
+            self.settings.outputs_dir,
+            self.settings.ae_title,
+        )
 
     def worker(self) -> Worker:
         registry = PipelineRegistry(self.settings.extra_pipelines)
@@ -108,6 +119,7 @@ class Node:
         self.settings = settings
         self.parts = NodeParts.open(settings)
         self.receiver = Receiver(settings, self.parts.store, self.parts.engine)
+        self.deliverer = self.parts.deliverer()
         self.scheduler = BackgroundScheduler(timezone="UTC")
         self._spawn_worker = spawn_worker
         self.workers: list[BaseProcess] = []
@@ -131,6 +143,14 @@ class Node:
             max_instances=1,
             coalesce=True,
         )
+        self.scheduler.add_job(
+            self.deliver_due,
+            "interval",
+            seconds=self.settings.delivery.check_seconds,
+            id="deliver",
+            max_instances=1,
+            coalesce=True,
+        )
         if self._spawn_worker is not None and self.settings.workers:
             for _ in range(self.settings.workers):
                 self.workers.append(self._start_worker())
@@ -149,6 +169,12 @@ class Node:
             )
         except OutOfResources as exc:
             logger.warning("stable check postponed: %s", exc)
+
+    def deliver_due(self) -> None:
+        try:
+            self.deliverer.run_once()
+        except OperationalError as exc:  # database locked or unreachable: next round
+            logger.warning("deliveries postponed: %s", exc.orig)
 
     def _start_worker(self) -> BaseProcess:
         assert self._spawn_worker is not None

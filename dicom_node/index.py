@@ -9,7 +9,7 @@ from typing import cast
 
 import pydicom
 from pydicom.errors import InvalidDicomError
-from sqlalchemy import Connection, Engine, Table, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Engine, Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from dicom_node.db.engine import write_transaction
@@ -93,6 +93,9 @@ class IndexOutcome:
     instance_id: int
     new: bool  # False: the SOP Instance UID was already indexed
     study_reopened: bool
+    # The same SOP Instance UID arrived under another study or series:
+    moved_from: str | None = None  # replace_moved: the old file, now unreferenced
+    kept_at: str | None = None  # not replace_moved: the first copy, which stays indexed
 
 
 def lookup_instance(engine: Engine, sop_instance_uid: str) -> int | None:
@@ -108,17 +111,22 @@ def index_instance(
     size_bytes: int,
     calling_ae_title: str | None,
     received_at: datetime | None = None,
+    replace_moved: bool = False,
 ) -> IndexOutcome:
     """Insert or update the study, series and instance rows in one transaction.
 
-    A new instance in a stable study re-opens it. Raise ``OutOfResources`` when the
+    A new instance in a stable study re-opens it. An instance already indexed under
+    another study or series keeps its first place, or moves (``replace_moved``); the
+    outcome names the file that is no longer referenced. Raise ``OutOfResources`` when the
     database is locked or unwritable, so the receiver can answer 0xA700.
     """
     now = received_at or datetime.now(UTC)
     for attempt in range(_RACE_RETRIES):
         try:
             with write_transaction(engine) as conn:
-                return _index(conn, header, relative_path, size_bytes, calling_ae_title, now)
+                return _index(
+                    conn, header, relative_path, size_bytes, calling_ae_title, now, replace_moved
+                )
         except IntegrityError:
             # Another receiver (PostgreSQL, no table lock) inserted the same study,
             # series or instance between our select and insert: look again.
@@ -135,9 +143,10 @@ _studies = cast(Table, Study.__table__)
 _series = cast(Table, Series.__table__)
 _instances = cast(Table, Instance.__table__)
 
-_SELECT_INSTANCE = select(_instances.c.id).where(
+_SELECT_INSTANCE = select(_instances.c.id, _instances.c.path).where(
     _instances.c.sop_instance_uid == bindparam("p_sop_uid")
 )
+_DELETE_INSTANCE = delete(_instances).where(_instances.c.id == bindparam("p_id"))
 _UPDATE_DUPLICATE = (
     update(_instances)
     .where(_instances.c.id == bindparam("p_id"))
@@ -182,19 +191,26 @@ def _index(
     size_bytes: int,
     calling_ae_title: str | None,
     now: datetime,
+    replace_moved: bool,
 ) -> IndexOutcome:
-    existing = conn.execute(_SELECT_INSTANCE, {"p_sop_uid": header.sop_instance_uid}).scalar()
-    if existing is not None:
+    existing = conn.execute(_SELECT_INSTANCE, {"p_sop_uid": header.sop_instance_uid}).first()
+    moved_from = None
+    if existing is not None and existing.path != relative_path:
+        if not replace_moved:
+            return IndexOutcome(existing.id, new=False, study_reopened=False, kept_at=existing.path)
+        conn.execute(_DELETE_INSTANCE, {"p_id": existing.id})
+        moved_from = existing.path
+    elif existing is not None:
         conn.execute(
             _UPDATE_DUPLICATE,
             {
-                "p_id": existing,
+                "p_id": existing.id,
                 "p_size": size_bytes,
                 "p_now": now,
                 "p_syntax": header.transfer_syntax_uid,
             },
         )
-        return IndexOutcome(existing, new=False, study_reopened=False)
+        return IndexOutcome(existing.id, new=False, study_reopened=False)
 
     # Common case first: the study exists and is still receiving.
     touched = conn.execute(
@@ -231,7 +247,7 @@ def _index(
             "received_at": now,
         },
     ).scalar_one()
-    return IndexOutcome(instance_id, new=True, study_reopened=reopened)
+    return IndexOutcome(instance_id, new=True, study_reopened=reopened, moved_from=moved_from)
 
 
 def _touch_study(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import ssl
 import tempfile
 import threading
@@ -41,9 +42,10 @@ class StoreStatus(IntEnum):
     SUCCESS = 0x0000
     OUT_OF_RESOURCES = 0xA700  # disk full, database locked or unwritable
     DATASET_TOO_LARGE = 0xA701  # over max_dataset_bytes (an out-of-resources refusal)
-    DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
+    DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900  # the dataset's SOP Class UID is not the request's
     CANNOT_UNDERSTAND = 0xC000  # the dataset cannot be parsed
     INVALID_IDENTIFIERS = 0xC001  # a UID that is missing, malformed or unsafe as a path
+    SOP_INSTANCE_MISMATCH = 0xC002  # the dataset's SOP Instance UID is not the request's
     PROCESSING_FAILURE = 0x0110  # an unexpected error, recorded in the log
 
 
@@ -54,6 +56,9 @@ class EchoStatus(IntEnum):
 # Transfer syntaxes accepted for every storage SOP class. The dataset is stored as
 # received; decoding is the pipelines' job.
 ACCEPTED_TRANSFER_SYNTAXES: tuple[str, ...] = tuple(str(uid) for uid in AllTransferSyntaxes)
+
+# How often the listener checks for shutdown (pynetdicom's default is 0.5 s).
+_SHUTDOWN_POLL_SECONDS = 0.05
 
 # Calling AE titles never contain a backslash, so this entry matches no one.
 _NOBODY = "\\"
@@ -147,6 +152,33 @@ def _install_spooling() -> None:
 # -- the application entity ----------------------------------------------------------------
 
 
+class _ThreadedHandshakeServer(ThreadedAssociationServer):
+    """pynetdicom's threaded server, with the TLS handshake in the connection's thread.
+
+    pynetdicom wraps each accepted socket in ``get_request()``, in the one listener
+    thread and without a timeout: a peer that connects and never sends a ClientHello
+    would stop every later association. Here the listener only accepts; the handshake
+    runs in the per-connection thread, bounded by the ACSE timeout.
+    """
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        assert self.socket is not None
+        client_socket, address = self.socket.accept()
+        return client_socket, address
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        if self.ssl_context is not None:
+            try:
+                request.settimeout(self.ae.acse_timeout)
+                request = self.ssl_context.wrap_socket(request, server_side=True)
+                request.settimeout(None)
+            except (OSError, ValueError) as exc:
+                logger.warning("TLS handshake with %s failed: %s", client_address[0], exc)
+                self.shutdown_request(request)
+                return
+        super().process_request_thread(request, client_address)
+
+
 class NodeAE(AE):
     """An AE whose calling-AE allowlist can depend on the peer's host."""
 
@@ -224,6 +256,7 @@ class Receiver:
             if context.abstract_syntax is not None:
                 self.ae.add_supported_context(context.abstract_syntax, ACCEPTED_TRANSFER_SYNTAXES)
         self._server: ThreadedAssociationServer | None = None
+        self._thread: threading.Thread | None = None
 
     @property
     def port(self) -> int:
@@ -239,12 +272,21 @@ class Receiver:
             (evt.EVT_C_STORE, self._on_store),
             (evt.EVT_REJECTED, self._on_rejected),
         ]
-        self._server = self.ae.start_server(
+        server = self.ae.make_server(
             (self.settings.bind_address, self.settings.port),
-            block=False,
-            evt_handlers=handlers,
             ssl_context=ssl_context,
+            evt_handlers=handlers,
+            server_class=_ThreadedHandshakeServer,
         )
+        self.ae._servers.append(server)  # so that ae.shutdown() finds it, as start_server does
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": _SHUTDOWN_POLL_SECONDS},
+            name="receiver",
+            daemon=True,
+        )
+        self._thread.start()
         logger.info(
             "receiver %s listening on %s:%d%s",
             self.settings.ae_title,
@@ -257,6 +299,9 @@ class Receiver:
         if self._server is not None:
             self._server.shutdown()
             self._server = None
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
         self.ae.shutdown()
 
     # -- handlers ----------------------------------------------------------------------
@@ -316,6 +361,12 @@ class Receiver:
                 "refused %s: dataset SOP Instance UID differs from the request", affected_uid
             )
             spool.discard()
+            return StoreStatus.SOP_INSTANCE_MISMATCH
+        if header.sop_class_uid != str(request.AffectedSOPClassUID or "").rstrip("\x00 "):
+            logger.warning(
+                "refused %s: dataset SOP Class UID differs from the request", affected_uid
+            )
+            spool.discard()
             return StoreStatus.DATASET_DOES_NOT_MATCH_SOP_CLASS
 
         try:
@@ -348,12 +399,26 @@ class Receiver:
                 relative_path=stored.relative_path,
                 size_bytes=stored.size_bytes,
                 calling_ae_title=calling_ae,
+                replace_moved=self.settings.duplicate_policy == "overwrite",
             )
         except OutOfResources as exc:
             logger.error("refused %s: %s", affected_uid, exc)
             if stored.placement is Placement.NEW:
                 self.store.remove(stored.relative_path)
             return StoreStatus.OUT_OF_RESOURCES
+        if outcome.kept_at is not None:
+            logger.warning(
+                "%s was already stored under another study or series; kept the first copy",
+                header.sop_instance_uid,
+            )
+            if stored.placement is Placement.NEW:
+                self.store.remove(stored.relative_path)
+        if outcome.moved_from is not None:
+            logger.warning(
+                "%s moved to another study or series; replaced the earlier copy",
+                header.sop_instance_uid,
+            )
+            self.store.remove(outcome.moved_from)
         if outcome.study_reopened:
             logger.info("study %s re-opened by a late instance", header.study_uid)
         logger.debug("stored %s (%s)", header.sop_instance_uid, stored.placement)

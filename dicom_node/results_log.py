@@ -8,7 +8,16 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from dicom_node.db.models import Instance, Job, Measurement, Result, Series, Study
+from dicom_node.db.models import (
+    Delivery,
+    Instance,
+    Job,
+    Measurement,
+    Output,
+    Result,
+    Series,
+    Study,
+)
 
 Row = dict[str, Any]
 
@@ -45,7 +54,22 @@ RESULT_FIELDS = (
     "study_instance_uid",
     "series_instance_uid",
     "measurements",
+    "outputs",
+    "deliveries",
     "summary",
+)
+DELIVERY_FIELDS = (
+    "id",
+    "state",
+    "destination",
+    "kind",
+    "sop_instance_uid",
+    "series_instance_uid",
+    "result_id",
+    "attempts",
+    "next_attempt_at",
+    "delivered_at",
+    "last_error",
 )
 
 
@@ -139,6 +163,22 @@ def list_results(
                 select(Measurement).where(Measurement.result_id.in_(ids)).order_by(Measurement.id)
             ).scalars():
                 measurements.setdefault(m.result_id, []).append(f"{m.name}={m.value:g} {m.unit}")
+        outputs: dict[int, list[str]] = {}
+        deliveries: dict[int, list[str]] = {}
+        if ids:
+            for output in session.execute(
+                select(Output).where(Output.result_id.in_(ids)).order_by(Output.id)
+            ).scalars():
+                outputs.setdefault(output.result_id, []).append(
+                    f"{output.kind} {output.sop_instance_uid}"
+                )
+            for result_id, kind, destination, state in session.execute(
+                select(Output.result_id, Output.kind, Delivery.destination, Delivery.state)
+                .join(Delivery, Delivery.output_id == Output.id)
+                .where(Output.result_id.in_(ids))
+                .order_by(Delivery.id)
+            ):
+                deliveries.setdefault(result_id, []).append(f"{kind}→{destination}: {state}")
     return [
         {
             "id": r.id,
@@ -148,7 +188,35 @@ def list_results(
             "study_instance_uid": r.study_instance_uid,
             "series_instance_uid": r.series_instance_uid,
             "measurements": "; ".join(measurements.get(r.id, [])),
+            "outputs": "; ".join(outputs.get(r.id, [])),
+            "deliveries": "; ".join(deliveries.get(r.id, [])),
             "summary": r.summary,
         }
         for r in results
+    ]
+
+
+def list_deliveries(engine: Engine, state: str | None = None) -> list[Row]:
+    query = (
+        select(Delivery, Output).join(Output, Output.id == Delivery.output_id).order_by(Delivery.id)
+    )
+    if state:
+        query = query.where(Delivery.state == state)
+    with Session(engine) as session:
+        rows = session.execute(query).all()
+    return [
+        {
+            "id": delivery.id,
+            "state": delivery.state,
+            "destination": delivery.destination,
+            "kind": output.kind,
+            "sop_instance_uid": output.sop_instance_uid,
+            "series_instance_uid": output.series_instance_uid,
+            "result_id": output.result_id,
+            "attempts": delivery.attempts,
+            "next_attempt_at": _iso(delivery.next_attempt_at),
+            "delivered_at": _iso(delivery.delivered_at),
+            "last_error": delivery.last_error,
+        }
+        for delivery, output in rows
     ]

@@ -37,6 +37,7 @@ class Sendable:
 class SendReport:
     sent: int = 0
     bytes_sent: int = 0
+    succeeded: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
 
@@ -142,6 +143,7 @@ def send_files(
                     elif code in (0x0000, 0xB000, 0xB007, 0xB006):
                         report.sent += 1
                         report.bytes_sent += item.size_bytes
+                        report.succeeded.append(item.path)
                     else:
                         report.failed.append((item.path, f"status 0x{code:04X}"))
                 if on_progress is not None:

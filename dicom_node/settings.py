@@ -119,6 +119,42 @@ class QueueSettings(_Strict):
     poll_seconds: float = Field(default=1.0, gt=0)
 
 
+class DeliverySettings(_Strict):
+    """C-STORE of results to the destinations: retries with exponential backoff, then dead."""
+
+    max_attempts: int = Field(default=8, ge=1)
+    first_retry_seconds: float = Field(default=30.0, ge=0)
+    max_retry_seconds: float = Field(default=600.0, ge=0)
+    check_seconds: float = Field(default=2.0, gt=0, description="how often due deliveries are sent")
+    timeout_seconds: float = Field(
+        default=30.0, gt=0, description="network timeout per association"
+    )
+
+
+class OutputSettings(_Strict):
+    """How results are written as DICOM objects."""
+
+    uid_root: str = Field(
+        default="2.25.",
+        description="organisation root for output UIDs ('2.25.': UUID-derived UIDs, no root needed)",
+    )
+    manufacturer: str = "dicom-node"
+    institution_name: str | None = None
+
+    @field_validator("uid_root")
+    @classmethod
+    def _root(cls, value: str) -> str:
+        if value != "2.25." and not re.fullmatch(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*\.", value):
+            raise ValueError(
+                f"{value!r} is not a UID root ending in '.', e.g. '1.2.826.0.1.3680043.10.999.'"
+            )
+        if len(value) > 40:
+            raise ValueError(
+                "uid_root is longer than 40 characters: derived UIDs would not fit in 64"
+            )
+        return value
+
+
 DuplicatePolicy = Literal["keep_first", "overwrite"]
 
 
@@ -135,6 +171,10 @@ class NodeSettings(BaseSettings):
     storage_dir: Path = Path("var/storage")
     database_url: str = "sqlite:///var/dicom-node.sqlite"
     model_dir: Path = Path("var/models")
+    outputs_dir: Path = Path("var/outputs")
+    outbox_dir: Path | None = Field(
+        default=None, description="also copy every output object into this folder"
+    )
 
     allowed_callers: tuple[AllowedCaller, ...] = Field(
         default=(), description="empty: accept every calling AE title"
@@ -154,6 +194,8 @@ class NodeSettings(BaseSettings):
     routes: tuple[RouteRule, ...] = ()
     destinations: tuple[Destination, ...] = ()
     queue: QueueSettings = QueueSettings()
+    delivery: DeliverySettings = DeliverySettings()
+    output: OutputSettings = OutputSettings()
     workers: int = Field(default=1, ge=0, description="worker processes `serve` starts")
     extra_pipelines: dict[str, str] = Field(
         default_factory=dict, description='site pipelines: name = "package.module:attribute"'
@@ -221,7 +263,7 @@ def load_settings(path: Path | None = None, **overrides: Any) -> NodeSettings:
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise SettingsError(source, [f"not valid TOML: {exc}"]) from exc
         base = path.resolve().parent
-        for key in ("storage_dir", "model_dir"):
+        for key in ("storage_dir", "model_dir", "outputs_dir", "outbox_dir"):
             if key in data and isinstance(data[key], str) and not Path(data[key]).is_absolute():
                 data[key] = str(base / data[key])
         url = data.get("database_url")

@@ -62,8 +62,7 @@ def test_send_a_folder_stores_every_file_once(
     assert "skipped" in result.stderr and "README.txt" in result.stderr
     sops = sorted(row.sop_instance_uid for row in node.instances())
     expected = sorted(
-        str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID)
-        for p in [*made, compressed]
+        str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in [*made, compressed]
     )
     assert sops == expected
     j2k_uid = str(pydicom.dcmread(compressed, stop_before_pixels=True).SOPInstanceUID)

@@ -136,3 +136,45 @@ def test_keep_first_restores_a_missing_file(
     assert target.exists()
     assert after_meta(target) == after_meta(source)
     assert len(node.instances()) == 1
+
+
+# -- the same SOP Instance UID under another study or series -----------------------------------
+
+
+def moved_twin(make_instance: Callable[..., Path]) -> tuple[Path, Path]:
+    """Two files with the same SOP Instance UID in different series."""
+    first = make_instance(seed=3)
+    ds = dcmread(first)
+    second = make_instance(study_uid=ds.StudyInstanceUID, sop_uid=ds.SOPInstanceUID, seed=4)
+    assert dcmread(second).SeriesInstanceUID != ds.SeriesInstanceUID
+    return first, second
+
+
+def test_keep_first_keeps_an_instance_resent_under_another_series_where_it_was(
+    receiver: Callable[..., Any], make_instance: Callable[..., Path], store_scu: Callable[..., Any]
+) -> None:
+    node = receiver(duplicate_policy="keep_first")
+    first, second = moved_twin(make_instance)
+
+    outcome = store_scu(node.port, [first, second])
+
+    assert outcome.statuses == [StoreStatus.SUCCESS, StoreStatus.SUCCESS]
+    assert node.stored_files() == [stored_path(node, first)]
+    assert after_meta(stored_path(node, first)) == after_meta(first)
+    [row] = node.instances()
+    assert node.root / row.path == stored_path(node, first)
+
+
+def test_overwrite_moves_an_instance_resent_under_another_series(
+    receiver: Callable[..., Any], make_instance: Callable[..., Path], store_scu: Callable[..., Any]
+) -> None:
+    node = receiver(duplicate_policy="overwrite")
+    first, second = moved_twin(make_instance)
+
+    outcome = store_scu(node.port, [first, second])
+
+    assert outcome.statuses == [StoreStatus.SUCCESS, StoreStatus.SUCCESS]
+    assert node.stored_files() == [stored_path(node, second)]
+    [row] = node.instances()
+    assert node.root / row.path == stored_path(node, second)
+    assert after_meta(stored_path(node, second)) == after_meta(second)

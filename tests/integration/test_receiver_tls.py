@@ -155,12 +155,6 @@ def test_tls_1_1_client_is_refused(tls_receiver: Callable[[bool], Any], tls_file
     assert echo_status(node.port, tls_files.client_context()) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="node bug: pynetdicom runs the server-side TLS handshake in the listener thread "
-    "(AssociationServer.get_request) on a socket without timeout, so one idle TCP peer "
-    "stops all later associations; see the proposed fix for dicom_node/receive.py",
-)
 def test_idle_tcp_connection_does_not_block_tls_clients(
     tls_receiver: Callable[[bool], Any], tls_files: Any
 ) -> None:

@@ -6,10 +6,25 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import pydicom
 
 from dicom_node.errors import Retry
-from pipelines import Measurement, PipelineResult, SeriesInput
+from pipelines import (
+    Code,
+    DerivedImage,
+    Finding,
+    Measurement,
+    ModelIdentity,
+    PipelineResult,
+    SeriesInput,
+)
+
+# Coded concepts of the demo result (standard codes: DCM, SCT, NCIt).
+ANGLE = Code("110859", "DCM", "Angle")
+SCORE = Code("246262008", "SCT", "Score")
+ABNORMALITY = Code("C9440", "NCIt", "Abnormality")
+PRESENT = Code("52101004", "SCT", "Present")
 
 
 class SeriesStats:
@@ -18,7 +33,9 @@ class SeriesStats:
     name = "series_stats"
 
     def run(self, series: SeriesInput) -> PipelineResult:
-        rows = [int(pydicom.dcmread(p, stop_before_pixels=True).get("Rows", 0)) for p in series.files]
+        rows = [
+            int(pydicom.dcmread(p, stop_before_pixels=True).get("Rows", 0)) for p in series.files
+        ]
         return PipelineResult(
             pipeline=self.name,
             model_version=series.model_version,
@@ -28,6 +45,53 @@ class SeriesStats:
                 Measurement("max rows", float(max(rows, default=0)), "{pixels}"),
             ),
         )
+
+
+def demo_result(
+    headers: list[pydicom.Dataset], model_version: str, *, pipeline: str = "reporting_demo"
+) -> PipelineResult:
+    """A result with every kind of content the node encodes, for ``headers`` (seeded).
+
+    Measurements: an angle on the first instance, a score per instance (by slice
+    index) and an uncoded series-level count; one finding with a probability; derived
+    images of every kind (8- and 16-bit grayscale, RGB overlay, plot).
+    """
+    rng = np.random.default_rng(1500)
+    first = str(headers[0].SOPInstanceUID)
+    gray16 = rng.integers(0, 4096, size=(64, 48), dtype=np.uint16)
+    gray8 = (gray16 >> 4).astype(np.uint8)
+    overlay = np.stack([gray8, gray8 // 2, np.full_like(gray8, 200)], axis=-1)
+    plot = np.full((40, 60, 3), 255, dtype=np.uint8)
+    plot[np.arange(40), np.linspace(0, 59, 40).astype(int)] = (0, 0, 0)
+    return PipelineResult.for_model(
+        ModelIdentity(pipeline, model_version, "0" * 64),
+        summary={"instances": len(headers)},
+        measurements=(
+            Measurement("angle", 93.25, "deg", ANGLE, tracking_uid=first),
+            *(
+                Measurement(f"score {i}", float(i) - 0.5, "{score}", SCORE, slice_index=i)
+                for i in range(len(headers))
+            ),
+            Measurement("instance count", float(len(headers)), "{instances}"),
+        ),
+        findings=(Finding(ABNORMALITY, PRESENT, 0.875, tracking_uid=first),),
+        derived_images=(
+            DerivedImage(gray8, "grayscale", "corrected film, 8 bit", first, False, (0.3, 0.3)),
+            DerivedImage(gray16, "grayscale", "corrected film, 16 bit", first, False, (0.3, 0.3)),
+            DerivedImage(overlay, "rgb_overlay", "attention map over the film", first, True),
+            DerivedImage(plot, "plot", "score against slice", None, True),
+        ),
+    )
+
+
+class ReportingDemo:
+    """Reads the headers and returns ``demo_result``: exercises encoding and delivery."""
+
+    name = "reporting_demo"
+
+    def run(self, series: SeriesInput) -> PipelineResult:
+        headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in series.files]
+        return demo_result(headers, series.model_version, pipeline=self.name)
 
 
 class Sleepy:
@@ -45,7 +109,9 @@ class Sleepy:
         (marker_dir / f"{series.series_instance_uid}.{os.getpid()}").write_text("started")
         if not (marker_dir / "fast").exists():
             time.sleep(float(os.environ.get("SLEEPY_SECONDS", "30")))
-        return PipelineResult(pipeline=self.name, model_version=series.model_version, summary={"slept": True})
+        return PipelineResult(
+            pipeline=self.name, model_version=series.model_version, summary={"slept": True}
+        )
 
 
 class AlwaysRetry:

@@ -310,6 +310,8 @@ def test_results_json(db: Populated, capsys: pytest.CaptureFixture[str]) -> None
         "study_instance_uid": STUDY_A,
         "series_instance_uid": db.series["ct"],
         "measurements": "instance count=2 {instances}; max rows=16 {pixels}",
+        "outputs": "",
+        "deliveries": "",
         "summary": {"instances": 2, "modality": "CT"},
     }
 
@@ -350,6 +352,8 @@ def test_results_csv(db: Populated, capsys: pytest.CaptureFixture[str]) -> None:
         "study_instance_uid",
         "series_instance_uid",
         "measurements",
+        "outputs",
+        "deliveries",
         "summary",
     ]
     rows = list(reader)
@@ -369,7 +373,7 @@ def test_results_csv_without_rows_has_a_header(
     lines = out.splitlines()
     assert lines == [
         "id,created_at,pipeline,model_version,study_instance_uid,series_instance_uid,"
-        "measurements,summary"
+        "measurements,outputs,deliveries,summary"
     ]
 
 
