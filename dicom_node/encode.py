@@ -1,0 +1,596 @@
+"""Encode a pipeline's result as DICOM objects for the PACS.
+
+``encode_result`` turns one ``PipelineResult`` and the headers of its source instances
+into:
+
+* one **Comprehensive SR** (when the result has measurements or findings): a TID 1500
+  Measurement Report whose observer is this node (device observer context, TID 1004),
+  with one measurement group (TID 1501) per source instance that has measurements and
+  one per finding. Every group carries the algorithm's name and version (TID 4019), a
+  tracking identifier and, where known, the source image; measurements carry UCUM
+  units; findings are qualitative evaluations with their probability. Every source
+  instance is referenced as evidence and, up to ``IMAGE_LIBRARY_LIMIT`` of them, listed
+  in the image library.
+* one **Secondary Capture image** per derived image: grayscale (MONOCHROME2, 8 or 16
+  bits) or RGB, with the source images it was made from, Burned In Annotation and,
+  where known, Pixel Spacing.
+
+SR and SC images go to two new series (SR and OT). Patient and study attributes are
+copied from the sources. All UIDs are derived from (source series, pipeline, model
+version, output kind, index) under the site's UID root (``dicom_node.output_uids``), so
+running the same model again gives the same objects and a new model version new ones.
+
+``write_output`` writes an encoded object as a Part 10 file, durably.
+
+Nothing here logs patient names or IDs: only UIDs and counts. highdicom's own name
+checks (which log or refuse some valid names) are kept away from the real names by
+building from a copy of the source header whose patient and study values are empty and
+copying the real values in afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Literal, TypedDict
+
+import highdicom as hd
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.tag import Tag
+from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.valuerep import DA, DS, TM
+
+from dicom_node import codes
+from dicom_node.errors import NodeError, OutOfResources
+from dicom_node.output_uids import (
+    check_uid_root,
+    derive_uid,
+    output_instance_uid,
+    output_series_uid,
+)
+from dicom_node.uids import validate_uid
+from pipelines.contract import DerivedImage, Finding, Measurement, PipelineResult
+
+logger = logging.getLogger(__name__)
+
+OutputKind = Literal["sr", "sc"]
+
+MANUFACTURER = "dicom-node"
+#: Up to this many source instances the SR lists them in its image library (TID 1600,
+#: with their descriptors); above it the library is left out, because highdicom's
+#: descriptors cost ~30 ms per instance. The evidence sequence always lists them all.
+IMAGE_LIBRARY_LIMIT = 64
+
+# Patient and study attributes highdicom reads from the reference dataset at build time;
+# they are emptied in the copy handed to highdicom and copied from the source after.
+_PATIENT_STUDY_KEYWORDS = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "ReferringPhysicianName",
+    "AccessionNumber",
+    "StudyID",
+    "StudyDate",
+    "StudyTime",
+)
+# Copied when highdicom does not know the source's IOD (a private SOP class, say).
+_FALLBACK_COPY_KEYWORDS = (
+    *_PATIENT_STUDY_KEYWORDS,
+    "IssuerOfPatientID",
+    "IssuerOfPatientIDQualifiersSequence",
+    "OtherPatientIDsSequence",
+    "PatientBirthTime",
+    "PatientAge",
+    "PatientSize",
+    "PatientWeight",
+    "PatientIdentityRemoved",
+    "DeidentificationMethod",
+    "DeidentificationMethodCodeSequence",
+    "IssuerOfAccessionNumberSequence",
+    "StudyDescription",
+    "ProcedureCodeSequence",
+    "PhysiciansOfRecord",
+    "ReferringPhysicianIdentificationSequence",
+)
+_PIXEL_TAGS = {Tag("PixelData"), Tag("FloatPixelData"), Tag("DoubleFloatPixelData")}
+_CHARSET_UTF8 = "ISO_IR 192"
+
+
+class _CommonAttributes(TypedDict, total=False):
+    """Keyword arguments every output's highdicom constructor gets."""
+
+    series_description: str
+    manufacturer_model_name: str
+    software_versions: str
+    content_date: DA
+    content_time: TM
+    series_date: DA
+    series_time: TM
+    institution_name: str
+
+
+class EncodeError(NodeError, ValueError):
+    """A result that cannot be encoded with the sources given (a pipeline or caller bug)."""
+
+
+@dataclass(frozen=True)
+class DeviceIdentity:
+    """The node as the creator of the objects (General Equipment, SR device observer).
+
+    ``model_name`` defaults to the pipeline's name; ``device_uid`` (the SR device
+    observer UID) defaults to a UID derived from the UID root and the AE title.
+    """
+
+    ae_title: str
+    software_version: str
+    manufacturer: str = MANUFACTURER
+    model_name: str | None = None
+    institution_name: str | None = None
+    device_uid: str | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class EncodedOutput:
+    """One DICOM object made from a result, ready to be written and sent."""
+
+    kind: OutputKind
+    dataset: Dataset
+    sop_class_uid: str
+    sop_instance_uid: str
+    series_instance_uid: str
+    description: str
+
+
+# -- public API ----------------------------------------------------------------------------
+
+
+def read_source_headers(paths: Iterable[str | os.PathLike[str]]) -> list[Dataset]:
+    """The stored source files' headers (no pixel data), in the order given."""
+    return [pydicom.dcmread(path, stop_before_pixels=True) for path in paths]
+
+
+def encode_result(
+    result: PipelineResult,
+    sources: Sequence[Dataset],
+    *,
+    device: DeviceIdentity,
+    uid_root: str,
+    created_at: datetime | None = None,
+) -> list[EncodedOutput]:
+    """The DICOM objects for ``result``: an SR (if anything to report), then SC images.
+
+    ``sources`` are the source instances (headers are enough), in the order the
+    pipeline saw them (``SeriesInput.files``), so ``Measurement.slice_index`` indexes
+    them. ``created_at`` (local time) stamps content, series and creation dates and times;
+    by default the current time. Raises ``EncodeError`` when the result refers to an
+    instance that is not among ``sources`` or the sources are unusable.
+    """
+    check_uid_root(uid_root)
+    headers = _unique_sources(sources)
+    when = created_at or datetime.now()
+    run = _Run(result, headers, device, uid_root, when)
+    outputs: list[EncodedOutput] = []
+    if result.measurements or result.findings:
+        outputs.append(run.structured_report())
+    for index, image in enumerate(result.derived_images):
+        outputs.append(run.secondary_capture(index, image))
+    logger.info(
+        "encoded %d output(s) of %s %s for series %s: %s",
+        len(outputs),
+        result.pipeline,
+        result.model_version,
+        run.source_series_key,
+        ", ".join(f"{o.kind} {o.sop_instance_uid}" for o in outputs) or "nothing to send",
+    )
+    return outputs
+
+
+def write_output(output: EncodedOutput, folder: Path) -> Path:
+    """Write ``output`` as ``<folder>/<SOPInstanceUID>.dcm`` (Part 10), durably.
+
+    The file is written under a temporary name in ``folder``, fsynced, renamed into
+    place and the folder fsynced; an existing file of the same name (a rerun) is
+    replaced. ``OSError`` becomes ``OutOfResources``.
+    """
+    name = validate_uid(output.sop_instance_uid, "SOPInstanceUID") + ".dcm"
+    target = folder / name
+    temporary: str | None = None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=folder, prefix=".", suffix=".part")
+        with os.fdopen(fd, "wb") as handle:
+            output.dataset.save_as(handle, enforce_file_format=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, target)
+        temporary = None
+        _fsync_dir(folder)
+    except OSError as exc:
+        raise OutOfResources(f"cannot write {target}: {exc.strerror or exc}") from exc
+    finally:
+        if temporary is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+    return target
+
+
+def series_description(pipeline: str, model_version: str, what: str) -> str:
+    """``"dicom-node <pipeline> v<version> - <what>"``, cut to the 64 characters of LO."""
+    version = model_version if model_version[:1] in ("v", "V") else f"v{model_version}"
+    return f"{MANUFACTURER} {pipeline} {version} - {what}"[:64]
+
+
+# -- the work ------------------------------------------------------------------------------
+
+
+class _Run:
+    """Everything one ``encode_result`` call shares between its outputs."""
+
+    def __init__(
+        self,
+        result: PipelineResult,
+        sources: list[Dataset],
+        device: DeviceIdentity,
+        uid_root: str,
+        when: datetime,
+    ) -> None:
+        self.result = result
+        self.sources = sources
+        self.by_uid = {str(ds.SOPInstanceUID): ds for ds in sources}
+        self.device = device
+        self.uid_root = uid_root
+        self.date = DA(when.date())
+        self.time = TM(when.time())
+        series = sorted({str(ds.SeriesInstanceUID) for ds in sources})
+        self.source_series_key = "+".join(series)
+        self.model_name = device.model_name or result.pipeline
+
+    # -- UIDs and numbers
+
+    def _series_uid(self, kind: OutputKind) -> str:
+        r = self.result
+        return output_series_uid(
+            self.uid_root, self.source_series_key, r.pipeline, r.model_version, kind
+        )
+
+    def _instance_uid(self, kind: OutputKind, index: int) -> str:
+        r = self.result
+        return output_instance_uid(
+            self.uid_root, self.source_series_key, r.pipeline, r.model_version, kind, index
+        )
+
+    def _tracking_uid(self, *parts: str) -> str:
+        r = self.result
+        return derive_uid(
+            self.uid_root, "tracking", self.source_series_key, r.pipeline, r.model_version, *parts
+        )
+
+    @staticmethod
+    def _series_number(series_uid: str) -> int:
+        # Deterministic and out of the way of the usual 1..999 of modalities.
+        return 1000 + int(derive_uid("2.25", "series-number", series_uid)[5:]) % 9000
+
+    def _common_kwargs(self, what: str, texts: list[str]) -> _CommonAttributes:
+        kwargs = _CommonAttributes(
+            series_description=series_description(
+                self.result.pipeline, self.result.model_version, what
+            ),
+            manufacturer_model_name=self.model_name[:64],
+            software_versions=self.device.software_version[:64],
+            content_date=self.date,
+            content_time=self.time,
+            series_date=self.date,
+            series_time=self.time,
+        )
+        if self.device.institution_name:
+            kwargs["institution_name"] = self.device.institution_name[:64]
+        texts.extend(v for v in kwargs.values() if isinstance(v, str))
+        return kwargs
+
+    def _source_for(
+        self, sop_uid: str | None, slice_index: int | None, what: str
+    ) -> Dataset | None:
+        if sop_uid is not None:
+            try:
+                return self.by_uid[sop_uid]
+            except KeyError:
+                raise EncodeError(
+                    f"{what} refers to instance {sop_uid}, which is not among the "
+                    f"{len(self.sources)} source instance(s)"
+                ) from None
+        if slice_index is not None:
+            if slice_index >= len(self.sources):
+                raise EncodeError(
+                    f"{what} refers to slice {slice_index}, but there are only "
+                    f"{len(self.sources)} source instance(s)"
+                )
+            return self.sources[slice_index]
+        return None
+
+    # -- SR
+
+    def structured_report(self) -> EncodedOutput:
+        r = self.result
+        texts: list[str] = [self.device.ae_title, self.device.manufacturer]
+        algorithm = hd.sr.AlgorithmIdentification(
+            name=r.pipeline,
+            version=r.model_version,
+            parameters=[f"weights sha256 {r.weights_sha256}"] if r.weights_sha256 else None,
+        )
+        groups: list[hd.sr.MeasurementsAndQualitativeEvaluations] = []
+        private = False
+
+        # Measurements: one group per source instance (None: the whole series).
+        by_source: dict[str | None, list[Measurement]] = {}
+        for m in r.measurements:
+            source = self._source_for(m.tracking_uid, m.slice_index, f"measurement {m.name!r}")
+            key = None if source is None else str(source.SOPInstanceUID)
+            by_source.setdefault(key, []).append(m)
+        for key, measurements in by_source.items():
+            items = []
+            for m in measurements:
+                concept = m.concept or codes.uncoded_measurement(m.name)
+                private = private or codes.is_private(concept)
+                texts.extend((concept.meaning, m.name))
+                items.append(
+                    hd.sr.Measurement(
+                        name=codes.concept(concept),
+                        value=float(m.value),
+                        unit=codes.unit(m.unit),
+                        referenced_images=self._measurement_images(key),
+                    )
+                )
+            where = "the series" if key is None else f"instance {self._position(key)}"
+            groups.append(
+                hd.sr.MeasurementsAndQualitativeEvaluations(
+                    tracking_identifier=hd.sr.TrackingIdentifier(
+                        uid=self._tracking_uid("measurements", key or "series"),
+                        identifier=f"{r.pipeline} measurements of {where}",
+                    ),
+                    algorithm_id=algorithm,
+                    measurements=items,
+                    source_images=self._group_images(key),
+                )
+            )
+
+        # Findings: one group each, so a probability belongs to exactly one finding.
+        for number, finding in enumerate(r.findings, start=1):
+            source = self._source_for(finding.tracking_uid, None, f"finding {finding.concept}")
+            key = None if source is None else str(source.SOPInstanceUID)
+            private = private or any(codes.is_private(c) for c in (finding.concept, finding.value))
+            texts.extend((finding.concept.meaning, finding.value.meaning))
+            groups.append(self._finding_group(number, finding, key, algorithm))
+
+        report = hd.sr.MeasurementReport(
+            observation_context=hd.sr.ObservationContext(
+                observer_device_context=hd.sr.ObserverContext(
+                    observer_type=codes.coded(codes.OBSERVER_TYPE_DEVICE),
+                    observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+                        uid=self.device.device_uid
+                        or derive_uid(self.uid_root, "device", self.device.ae_title),
+                        name=self.device.ae_title,
+                        manufacturer_name=self.device.manufacturer,
+                        model_name=self.model_name,
+                    ),
+                )
+            ),
+            procedure_reported=codes.procedure_reported(self.sources[0].get("Modality")),
+            imaging_measurements=groups,
+            title=codes.coded(codes.REPORT_TITLE),
+            referenced_images=self.sources if len(self.sources) <= IMAGE_LIBRARY_LIMIT else None,
+        )
+        series_uid = self._series_uid("sr")
+        sop_uid = self._instance_uid("sr", 0)
+        kwargs = self._common_kwargs("report", texts)
+        reference = self.sources[0]
+        sr = hd.sr.ComprehensiveSR(
+            evidence=[_blank_copy(reference), *self.sources[1:]],
+            content=report,
+            series_instance_uid=series_uid,
+            series_number=self._series_number(series_uid),
+            sop_instance_uid=sop_uid,
+            instance_number=1,
+            manufacturer=self.device.manufacturer,
+            is_complete=True,
+            coding_schemes=[codes.coding_scheme()] if private else None,
+            **kwargs,
+        )
+        self._finish(sr, reference, texts)
+        return EncodedOutput(
+            "sr", sr, str(sr.SOPClassUID), sop_uid, series_uid, kwargs["series_description"]
+        )
+
+    def _finding_group(
+        self,
+        number: int,
+        finding: Finding,
+        key: str | None,
+        algorithm: hd.sr.AlgorithmIdentification,
+    ) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+        measurements = None
+        if finding.probability is not None:
+            measurements = [
+                hd.sr.Measurement(
+                    name=codes.coded(codes.PROBABILITY),
+                    value=float(finding.probability),
+                    unit=codes.coded(codes.PROBABILITY_UNIT),
+                    referenced_images=self._measurement_images(key),
+                )
+            ]
+        return hd.sr.MeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(
+                uid=self._tracking_uid("finding", str(number), key or "series"),
+                identifier=f"{self.result.pipeline} finding {number}",
+            ),
+            algorithm_id=algorithm,
+            qualitative_evaluations=[
+                hd.sr.QualitativeEvaluation(
+                    name=codes.concept(finding.concept), value=codes.concept(finding.value)
+                )
+            ],
+            measurements=measurements,
+            source_images=self._group_images(key),
+        )
+
+    def _position(self, sop_uid: str) -> int:
+        return next(i for i, ds in enumerate(self.sources) if ds.SOPInstanceUID == sop_uid) + 1
+
+    def _group_images(self, key: str | None) -> list[hd.sr.SourceImageForMeasurementGroup] | None:
+        if key is None:
+            return None
+        ds = self.by_uid[key]
+        return [hd.sr.SourceImageForMeasurementGroup(str(ds.SOPClassUID), key)]
+
+    def _measurement_images(self, key: str | None) -> list[hd.sr.SourceImageForMeasurement] | None:
+        if key is None:
+            return None
+        ds = self.by_uid[key]
+        return [hd.sr.SourceImageForMeasurement(str(ds.SOPClassUID), key)]
+
+    # -- SC
+
+    def secondary_capture(self, index: int, image: DerivedImage) -> EncodedOutput:
+        source = self._source_for(
+            image.source_sop_instance_uid, None, f"derived image {index + 1} ({image.kind})"
+        )
+        referenced = [source] if source is not None else list(self.sources)
+        reference = source if source is not None else self.sources[0]
+        pixels = np.ascontiguousarray(image.pixels)
+        color = image.is_color
+        bits = 8 if pixels.dtype == np.uint8 else 16
+        texts: list[str] = [image.description, self.device.manufacturer]
+        kwargs = self._common_kwargs("images", texts)
+        series_uid = self._series_uid("sc")
+        sop_uid = self._instance_uid("sc", index)
+        sc = hd.sc.SCImage.from_ref_dataset(
+            ref_dataset=_blank_copy(reference),
+            pixel_array=pixels,
+            photometric_interpretation="RGB" if color else "MONOCHROME2",
+            bits_allocated=bits,
+            coordinate_system="PATIENT",
+            series_instance_uid=series_uid,
+            series_number=self._series_number(series_uid),
+            sop_instance_uid=sop_uid,
+            instance_number=index + 1,
+            manufacturer=self.device.manufacturer,
+            # highdicom insists on an orientation; an unknown one is emptied below.
+            patient_orientation=image.patient_orientation or ("L", "F"),
+            transfer_syntax_uid=ExplicitVRLittleEndian,
+            **kwargs,
+        )
+        if image.patient_orientation is None:
+            sc.PatientOrientation = []  # Type 2: empty, unknown
+        # General Series Laterality is Type 2C (paired body parts): the source's, or empty.
+        laterality = str(reference.get("Laterality") or reference.get("ImageLaterality") or "")
+        sc.Laterality = laterality if laterality in ("R", "L") else ""
+        if reference.get("BodyPartExamined"):
+            sc.BodyPartExamined = reference.BodyPartExamined
+        sc.DateOfSecondaryCapture = self.date
+        sc.TimeOfSecondaryCapture = self.time
+        sc.BurnedInAnnotation = "YES" if image.burned_in_text else "NO"
+        sc.DerivationDescription = image.description[:1024]
+        if image.pixel_spacing is not None:
+            sc.PixelSpacing = [DS(s, auto_format=True) for s in image.pixel_spacing]
+        if not color and bits == 16:
+            low, high = int(pixels.min()), int(pixels.max())
+            sc.WindowCenter = DS((low + high + 1) / 2, auto_format=True)
+            sc.WindowWidth = DS(max(high - low + 1, 1), auto_format=True)
+        sc.SourceImageSequence = [_source_image_item(ds) for ds in referenced]
+        self._finish(sc, reference, texts)
+        return EncodedOutput("sc", sc, str(sc.SOPClassUID), sop_uid, series_uid, image.description)
+
+    # -- both
+
+    def _finish(self, ds: hd.SOPClass, reference: Dataset, texts: list[str]) -> None:
+        _copy_patient_and_study(ds, reference)
+        ds.InstanceCreationDate = self.date
+        ds.InstanceCreationTime = self.time
+        if any(not t.isascii() for t in texts) and ds.get("SpecificCharacterSet") != _CHARSET_UTF8:
+            ds.SpecificCharacterSet = _CHARSET_UTF8
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _unique_sources(sources: Sequence[Dataset]) -> list[Dataset]:
+    if not sources:
+        raise EncodeError("no source instances to encode against")
+    unique: dict[str, Dataset] = {}
+    studies: set[str] = set()
+    for ds in sources:
+        for keyword in ("SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID"):
+            if not ds.get(keyword):
+                raise EncodeError(f"a source instance has no {keyword}")
+        unique.setdefault(str(ds.SOPInstanceUID), ds)
+        studies.add(str(ds.StudyInstanceUID))
+    if len(studies) > 1:
+        raise EncodeError(f"source instances come from {len(studies)} studies; one expected")
+    return list(unique.values())
+
+
+def _blank_copy(source: Dataset) -> Dataset:
+    """The source header without pixel data, patient and study values emptied.
+
+    Elements are new objects (sequence values are shared, never changed), so nothing
+    done to the copy reaches the caller's dataset.
+    """
+    copy = Dataset()
+    blank = set(_PATIENT_STUDY_KEYWORDS)
+    for element in source:
+        if element.tag in _PIXEL_TAGS or element.keyword in blank:
+            continue
+        copy.add(pydicom.DataElement(element.tag, element.VR, element.value))
+    for keyword in _PATIENT_STUDY_KEYWORDS:
+        setattr(copy, keyword, None)
+    return copy
+
+
+def _copy_patient_and_study(target: hd.SOPClass, source: Dataset) -> None:
+    """Patient and study modules of ``source`` into ``target``, values unchanged."""
+    try:
+        target.copy_patient_and_study_information(source)
+    except KeyError:  # highdicom does not know the source's IOD
+        for keyword in _FALLBACK_COPY_KEYWORDS:
+            if keyword in source:
+                element = source[keyword]
+                target.add(pydicom.DataElement(element.tag, element.VR, element.value))
+    for keyword in _PATIENT_STUDY_KEYWORDS:  # Type 2: present, empty if unknown
+        if keyword not in target:
+            setattr(target, keyword, None)
+
+
+def _source_image_item(source: Dataset) -> Dataset:
+    item = Dataset()
+    item.ReferencedSOPClassUID = source.SOPClassUID
+    item.ReferencedSOPInstanceUID = source.SOPInstanceUID
+    item.PurposeOfReferenceCodeSequence = [codes.coded(codes.SOURCE_IMAGE_PURPOSE)]
+    return item
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+__all__ = [
+    "DeviceIdentity",
+    "EncodeError",
+    "EncodedOutput",
+    "OutputKind",
+    "encode_result",
+    "read_source_headers",
+    "series_description",
+    "write_output",
+]

@@ -1,0 +1,79 @@
+"""Deterministic UIDs for the objects the node sends back to the PACS.
+
+Every UID of an output is derived from what the output *is* — the source series, the
+pipeline, the model version, the kind of output and its position — under the site's
+UID root. A rerun of the same model on the same series therefore yields the same UIDs
+(the PACS sees the same objects again, not duplicates), and a new model version yields
+new ones.
+
+Two kinds of root are supported:
+
+* ``"2.25"`` (or ``"2.25."``): the UID is ``2.25.<integer>`` where the integer is a
+  name-based (SHA-1, version 5) UUID of the inputs, as ISO/IEC 9834-8 and PS3.5 B.2
+  describe; no registered root is needed.
+* an organisation root such as ``"1.2.826.0.1.3680043.10.1234"``: the UID is the root,
+  a dot and the decimal digits of the SHA-512 of the inputs, cut to 64 characters
+  (``pydicom.uid.generate_uid`` with ``entropy_srcs``). The root may be at most 44
+  characters long so that at least 19 digits (about 64 bits) remain.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+
+from pydicom.uid import generate_uid
+
+from dicom_node.errors import InvalidUID
+
+UUID_ROOT = "2.25"
+MAX_ROOT_LENGTH = 44
+# Changing this string changes every derived UID: only with a reason and a note.
+_SCHEME = "dicom-node/output-uid/1"
+_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:dicom-node:output-uid")
+_ROOT = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+
+
+def check_uid_root(uid_root: str) -> str:
+    """``uid_root`` without a trailing dot if it can be used, else raise ``InvalidUID``."""
+    root = uid_root.strip().rstrip(".")
+    if not root or not _ROOT.fullmatch(root):
+        raise InvalidUID(f"UID root {uid_root!r} is not dot-separated numbers")
+    if len(root) > MAX_ROOT_LENGTH:
+        raise InvalidUID(
+            f"UID root {uid_root!r} is longer than {MAX_ROOT_LENGTH} characters: too few "
+            "digits would be left to tell outputs apart"
+        )
+    return root
+
+
+def derive_uid(uid_root: str, *parts: str) -> str:
+    """A UID under ``uid_root`` that depends only on ``parts`` (in order)."""
+    root = check_uid_root(uid_root)
+    # JSON keeps the parts apart: ("ab", "c") and ("a", "bc") give different UIDs.
+    name = json.dumps([_SCHEME, *parts], ensure_ascii=True, separators=(",", ":"))
+    if root == UUID_ROOT:
+        return f"{UUID_ROOT}.{uuid.uuid5(_NAMESPACE, name).int}"
+    return str(generate_uid(prefix=f"{root}.", entropy_srcs=[name]))
+
+
+def output_series_uid(
+    uid_root: str, source_series_uid: str, pipeline: str, model_version: str, kind: str
+) -> str:
+    """SeriesInstanceUID of the ``kind`` ("sr", "sc") output series of a pipeline run."""
+    return derive_uid(uid_root, "series", source_series_uid, pipeline, model_version, kind)
+
+
+def output_instance_uid(
+    uid_root: str,
+    source_series_uid: str,
+    pipeline: str,
+    model_version: str,
+    kind: str,
+    index: int = 0,
+) -> str:
+    """SOPInstanceUID of output number ``index`` of ``kind`` of a pipeline run."""
+    return derive_uid(
+        uid_root, "instance", source_series_uid, pipeline, model_version, kind, str(index)
+    )
