@@ -46,7 +46,8 @@ def configure_logging(level: str) -> None:
     )
     # pynetdicom is chatty at INFO (a line per message); keep its warnings.
     logging.getLogger("pynetdicom").setLevel(max(logging.WARNING, logging.getLogger().level))
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)  # "skipped: already running"
+    logging.getLogger("highdicom").setLevel(logging.WARNING)  # a line per copied module
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from dicom_node.db.engine import write_transaction
 from dicom_node.db.models import Delivery, DeliveryState, Output
@@ -45,6 +46,34 @@ class DeliveryReport:
 
 class DeliveryNotFound(NodeError):
     pass
+
+
+def schedule_delivery_in(conn: Connection, output_id: int, destination: str) -> None:
+    """Queue (output, destination) for sending now; a rerun's pair is sent again.
+
+    Output UIDs are deterministic, so sending again never duplicates in the PACS.
+    """
+    now = utcnow()
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    statement = insert(Delivery).values(
+        output_id=output_id,
+        destination=destination,
+        state=DeliveryState.PENDING,
+        attempts=0,
+        next_attempt_at=now,
+    )
+    conn.execute(
+        statement.on_conflict_do_update(
+            index_elements=["output_id", "destination"],
+            set_={
+                "state": DeliveryState.PENDING,
+                "attempts": 0,
+                "next_attempt_at": now,
+                "last_error": None,
+                "delivered_at": None,
+            },
+        )
+    )
 
 
 class Deliverer:

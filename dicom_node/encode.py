@@ -386,7 +386,7 @@ class _Run:
             procedure_reported=codes.procedure_reported(self.sources[0].get("Modality")),
             imaging_measurements=groups,
             title=codes.coded(codes.REPORT_TITLE),
-            referenced_images=self.sources if len(self.sources) <= IMAGE_LIBRARY_LIMIT else None,
+            referenced_images=self._image_library(),
         )
         series_uid = self._series_uid("sr")
         sop_uid = self._instance_uid("sr", 0)
@@ -408,6 +408,27 @@ class _Run:
         return EncodedOutput(
             "sr", sr, str(sr.SOPClassUID), sop_uid, series_uid, kwargs["series_description"]
         )
+
+    def _image_library(self) -> list[Dataset] | None:
+        """The sources to list in the image library, or None to leave it out.
+
+        It is left out for long series (highdicom takes seconds per hundred entries)
+        and when a source lacks what its descriptors need (e.g. a CT slice without
+        Pixel Spacing); the evidence sequence still references every source.
+        """
+        if len(self.sources) > IMAGE_LIBRARY_LIMIT:
+            return None
+        for source in self.sources:
+            try:
+                hd.sr.ImageLibraryEntryDescriptors(source)
+            except (AttributeError, ValueError, TypeError, KeyError) as exc:
+                logger.info(
+                    "image library left out: source %s lacks %s",
+                    source.get("SOPInstanceUID"),
+                    exc,
+                )
+                return None
+        return list(self.sources)
 
     def _finding_group(
         self,

@@ -19,10 +19,12 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import OperationalError
 
+from dicom_node import __version__
 from dicom_node.db import migrate
 from dicom_node.db.engine import make_engine
 from dicom_node.db.models import Instance
 from dicom_node.deliver import Deliverer
+from dicom_node.encode import DeviceIdentity
 from dicom_node.errors import InvalidUID, OutOfResources, UnreadableDataset, UnsafePath
 from dicom_node.index import index_instance, read_header
 from dicom_node.queue import JobQueue
@@ -30,7 +32,7 @@ from dicom_node.receive import Receiver
 from dicom_node.settings import NodeSettings
 from dicom_node.stable import promote_stable_studies
 from dicom_node.store import DurableStore
-from dicom_node.worker import Worker
+from dicom_node.worker import OutputPlan, Worker
 from pipelines import PipelineRegistry
 
 logger = logging.getLogger(__name__)
@@ -60,9 +62,24 @@ class NodeParts:
             self.settings.ae_title,
         )
 
+    def output_plan(self) -> OutputPlan:
+        settings = self.settings
+        return OutputPlan(
+            device=DeviceIdentity(
+                ae_title=settings.ae_title,
+                software_version=__version__,
+                manufacturer=settings.output.manufacturer,
+                institution_name=settings.output.institution_name,
+            ),
+            uid_root=settings.output.uid_root,
+            outputs_dir=settings.outputs_dir,
+            outbox_dir=settings.outbox_dir,
+            route_destinations={route.name: route.destinations for route in settings.routes},
+        )
+
     def worker(self) -> Worker:
         registry = PipelineRegistry(self.settings.extra_pipelines)
-        return Worker(self.engine, self.queue, self.store, registry)
+        return Worker(self.engine, self.queue, self.store, registry, outputs=self.output_plan())
 
 
 @dataclass

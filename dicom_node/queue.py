@@ -9,6 +9,7 @@ job is ``failed`` with the error text, and ``retry`` puts it back in the queue.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -51,6 +52,7 @@ class ClaimedJob:
     attempt: int
     lease_owner: str
     lease_expires_at: datetime
+    route: str | None = None
 
 
 class JobQueue:
@@ -103,9 +105,9 @@ class JobQueue:
             and_(Job.state == JobState.QUEUED, Job.run_after <= now),
             and_(Job.state == JobState.RUNNING, Job.lease_expires_at < now),
         )
-        query = select(Job.id, Job.series_id, Job.pipeline, Job.model_version, Job.attempts).where(
-            runnable
-        )
+        query = select(
+            Job.id, Job.series_id, Job.pipeline, Job.model_version, Job.attempts, Job.route
+        ).where(runnable)
         if pipelines is not None:
             query = query.where(Job.pipeline.in_(pipelines))
         query = query.order_by(Job.run_after, Job.id).limit(1).with_for_update(skip_locked=True)
@@ -132,7 +134,14 @@ class JobQueue:
                 return None  # another process holds the write lock; poll again
             raise
         return ClaimedJob(
-            row.id, row.series_id, row.pipeline, row.model_version, attempt, owner, lease_until
+            row.id,
+            row.series_id,
+            row.pipeline,
+            row.model_version,
+            attempt,
+            owner,
+            lease_until,
+            row.route,
         )
 
     @staticmethod
@@ -177,15 +186,7 @@ class JobQueue:
     def renew(self, job: ClaimedJob) -> ClaimedJob:
         until = utcnow() + timedelta(seconds=self.settings.lease_seconds)
         self._update_held(job, lease_expires_at=until)
-        return ClaimedJob(
-            job.id,
-            job.series_id,
-            job.pipeline,
-            job.model_version,
-            job.attempt,
-            job.lease_owner,
-            until,
-        )
+        return dataclasses.replace(job, lease_expires_at=until)
 
     def complete(self, job: ClaimedJob) -> None:
         with write_transaction(self.engine) as conn:

@@ -171,7 +171,10 @@ class NodeSettings(BaseSettings):
     storage_dir: Path = Path("var/storage")
     database_url: str = "sqlite:///var/dicom-node.sqlite"
     model_dir: Path = Path("var/models")
-    outputs_dir: Path = Path("var/outputs")
+    outputs_dir: Path = Field(
+        default=Path("var/outputs"),
+        description="where SR/SC results are written; default: 'outputs' beside storage_dir",
+    )
     outbox_dir: Path | None = Field(
         default=None, description="also copy every output object into this folder"
     )
@@ -202,6 +205,13 @@ class NodeSettings(BaseSettings):
     )
 
     _ae = field_validator("ae_title")(_check_ae_title)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _outputs_beside_storage(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "outputs_dir" not in data and "storage_dir" in data:
+            data = {**data, "outputs_dir": Path(str(data["storage_dir"])).parent / "outputs"}
+        return data
 
     @model_validator(mode="after")
     def _routes_name_known_destinations(self) -> NodeSettings:

@@ -6,17 +6,30 @@ this host or others against PostgreSQL), so inference never stalls the receiver.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
 import threading
 import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Connection, Engine, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
 
 from dicom_node.db.engine import write_transaction
-from dicom_node.db.models import Instance, Measurement, Result, Series, Study
+from dicom_node.db.models import Instance, Measurement, Output, Result, Series, Study
+from dicom_node.deliver import schedule_delivery_in
+from dicom_node.encode import (
+    DeviceIdentity,
+    EncodedOutput,
+    EncodeError,
+    encode_result,
+    read_source_headers,
+    write_output,
+)
 from dicom_node.errors import Retry
 from dicom_node.queue import ClaimedJob, JobQueue, LeaseLost, utcnow
 from dicom_node.store import DurableStore
@@ -27,6 +40,23 @@ logger = logging.getLogger(__name__)
 
 def default_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class OutputPlan:
+    """How results become DICOM objects and where they go."""
+
+    device: DeviceIdentity
+    uid_root: str
+    outputs_dir: Path
+    outbox_dir: Path | None = None
+    route_destinations: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WrittenOutput:
+    output: EncodedOutput
+    relative_path: str  # under OutputPlan.outputs_dir
 
 
 @dataclass(frozen=True)
@@ -70,12 +100,14 @@ class Worker:
         store: DurableStore,
         registry: PipelineRegistry,
         owner: str | None = None,
+        outputs: OutputPlan | None = None,
     ) -> None:
         self.engine = engine
         self.queue = queue
         self.store = store
         self.registry = registry
         self.owner = owner or default_owner()
+        self.outputs = outputs
 
     def run_forever(self, stop: threading.Event) -> None:
         logger.info("worker %s polling for jobs", self.owner)
@@ -97,7 +129,8 @@ class Worker:
             series = self._series_input(job)
             pipeline = self.registry.get(job.pipeline)
             result = pipeline.run(series)
-        except PipelineUnavailable as exc:
+            written = self._write_outputs(result, series)
+        except (PipelineUnavailable, EncodeError) as exc:  # a setup or pipeline bug: final
             keeper.stop()
             return self._failed(keeper.job, str(exc), retry=False)
         except Retry as exc:
@@ -113,7 +146,7 @@ class Worker:
             logger.warning("job %d: lease lost while running; result dropped", job.id)
             return JobOutcome(job.id, "lease_lost")
         try:
-            self._record(keeper.job, series, result)
+            self._record(keeper.job, series, result, written)
         except LeaseLost:
             logger.warning("job %d: lease lost before the result was recorded", job.id)
             return JobOutcome(job.id, "lease_lost")
@@ -154,8 +187,35 @@ class Worker:
             model_version=job.model_version,
         )
 
-    def _record(self, job: ClaimedJob, series: SeriesInput, result: PipelineResult) -> None:
-        """Write the result and its measurements and finish the job, in one transaction."""
+    def _write_outputs(self, result: PipelineResult, series: SeriesInput) -> list[WrittenOutput]:
+        """Encode the result as SR / SC and write them (and their outbox copies) durably."""
+        if self.outputs is None:
+            return []
+        plan = self.outputs
+        encoded = encode_result(
+            result,
+            read_source_headers(series.files),
+            device=plan.device,
+            uid_root=plan.uid_root,
+        )
+        written = []
+        for output in encoded:
+            folder = Path(series.study_instance_uid, output.series_instance_uid)
+            path = write_output(output, plan.outputs_dir / folder)
+            if plan.outbox_dir is not None:
+                write_output(output, plan.outbox_dir / folder)
+            written.append(WrittenOutput(output, str(folder / path.name)))
+        return written
+
+    def _record(
+        self,
+        job: ClaimedJob,
+        series: SeriesInput,
+        result: PipelineResult,
+        written: list[WrittenOutput],
+    ) -> None:
+        """Write the result, its measurements, outputs and deliveries, and finish the job,
+        in one transaction."""
         with write_transaction(self.engine) as conn:
             result_id = conn.execute(
                 insert(Result)
@@ -186,4 +246,34 @@ class Worker:
                         for m in result.measurements
                     ],
                 )
+            destinations: tuple[str, ...] = ()
+            if self.outputs is not None and job.route is not None:
+                destinations = self.outputs.route_destinations.get(job.route, ())
+            for item in written:
+                output_id = _record_output_in(conn, result_id, item)
+                for destination in destinations:
+                    schedule_delivery_in(conn, output_id, destination)
             self.queue.complete_in(conn, job)
+
+
+def _record_output_in(conn: Connection, result_id: int, item: WrittenOutput) -> int:
+    """Insert the output row; a rerun (same deterministic SOP Instance UID) takes it over."""
+    insert_ = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    values = dict(
+        result_id=result_id,
+        kind=item.output.kind,
+        sop_class_uid=item.output.sop_class_uid,
+        sop_instance_uid=item.output.sop_instance_uid,
+        series_instance_uid=item.output.series_instance_uid,
+        path=item.relative_path,
+    )
+    upsert = (
+        insert_(Output)
+        .values(**values)
+        .on_conflict_do_update(
+            index_elements=["sop_instance_uid"],
+            set_={k: v for k, v in values.items() if k != "sop_instance_uid"},
+        )
+        .returning(Output.id)
+    )
+    return int(conn.execute(upsert).scalar_one())

@@ -506,15 +506,20 @@ class OrthancProcess:
         config.update(self.extra_config)
         return config
 
-    def start(self) -> Self:
+    def start(self, *, ports: tuple[int, int] | None = None) -> Self:
+        """Start Orthanc on free ports, or on ``ports`` = (HTTP, DICOM), e.g. to restart it
+        where its peers expect it (its storage folder is kept between starts)."""
         exe = require_tool("Orthanc")
         self.storage_dir.mkdir(parents=True, exist_ok=True)
         last_error: BaseException | None = None
-        for _attempt in range(3):  # a free port can be taken between probe and bind
-            self.http_port = free_port()
-            self.dicom_port = free_port()
-            while self.dicom_port == self.http_port:
+        for _attempt in range(1 if ports else 3):  # a free port can be taken before bind
+            if ports:
+                self.http_port, self.dicom_port = ports
+            else:
+                self.http_port = free_port()
                 self.dicom_port = free_port()
+                while self.dicom_port == self.http_port:
+                    self.dicom_port = free_port()
             self.config_path.write_text(json.dumps(self.config(), indent=2))
             self._log = open(self.log_path, "ab")
             self.process = subprocess.Popen(
