@@ -8,12 +8,14 @@ named status returned. Routing and pipelines happen elsewhere.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import socket
 import ssl
 import tempfile
 import threading
+import time
 from enum import IntEnum
 from pathlib import Path
 from typing import IO, Any
@@ -59,6 +61,7 @@ ACCEPTED_TRANSFER_SYNTAXES: tuple[str, ...] = tuple(str(uid) for uid in AllTrans
 
 # How often the listener checks for shutdown (pynetdicom's default is 0.5 s).
 _SHUTDOWN_POLL_SECONDS = 0.05
+_COLLECT_EVERY_SECONDS = 30.0
 
 # Calling AE titles never contain a backslash, so this entry matches no one.
 _NOBODY = "\\"
@@ -160,6 +163,17 @@ class _ThreadedHandshakeServer(ThreadedAssociationServer):
     would stop every later association. Here the listener only accepts; the handshake
     runs in the per-connection thread, bounded by the ACSE timeout.
     """
+
+    _last_collection = 0.0
+
+    def service_actions(self) -> None:
+        """pynetdicom runs a full ``gc.collect()`` every 60 listener polls to free dead
+        association threads; at our short poll interval that would stall the receiver
+        every few seconds. Collect at most every ``_COLLECT_EVERY_SECONDS`` instead."""
+        now = time.monotonic()
+        if now - self._last_collection >= _COLLECT_EVERY_SECONDS:
+            self._last_collection = now
+            gc.collect()
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         assert self.socket is not None
