@@ -1,24 +1,30 @@
-"""Ingest benchmark: how fast do storescp, Orthanc and dicom-node take a corpus in?
+"""Ingest benchmark: how fast do storescp, Orthanc, pynetdicom and dicom-node take a corpus in?
 
     .venv/bin/python benchmarks/ingest.py [--workdir DIR] [--only ct|radiograph]
-                                          [--repeat N] [--node-cmd CMD] [--max-pdu N] [--keep]
+                                          [--targets T,...] [--repeat N] [--node-cmd CMD]
+                                          [--max-pdu N] [--keep]
 
 One run sends each corpus (300 CT slices; 50 DX radiographs; see ``datasets.py``) with
 dcmtk ``storescu`` -- one association per corpus, all files in one call, TCP_NODELAY=1 --
-to three receivers, each started fresh on a free port for every (corpus, target):
+to four receivers, each started fresh on a free port for every (corpus, target):
 
 - ``storescp``: dcmtk's storescp (``+xa``), TCP_NODELAY=1 -- the floor;
 - ``orthanc``: Orthanc with a private SQLite index and storage, TCP_NODELAY=1;
-- ``dicom-node``: ``dicom-node serve --config CONFIG.toml`` as a separate process (or
-  ``benchmarks/_node_shim.py CONFIG.toml`` while the CLI does not exist yet, or
-  ``--node-cmd``, where ``{config}`` is replaced by the TOML's path).
+- ``pynetdicom``: a bare pynetdicom SCP (``_bare_pynetdicom_scp.py``): chunked receive,
+  TCP_NODELAY, dicom-node's max PDU, and a C-STORE handler that only renames the received
+  file into a folder -- what pynetdicom itself costs, the ceiling it puts on dicom-node;
+- ``dicom-node``: ``.venv/bin/dicom-node serve --config CONFIG.toml`` as a separate
+  process (or ``--node-cmd``, where ``{config}`` is replaced by the TOML's path).
 
 Time is the wall clock of the storescu call (association set-up, every C-STORE and its
 answer, release). Afterwards the arrivals are counted on the receiver's side: files in
-storescp's folder, CountInstances from Orthanc's /statistics, rows in dicom-node's
-``instances`` table. MB/s uses the corpus' file sizes in 10^6 bytes.
+storescp's and the bare pynetdicom SCP's folders, CountInstances from Orthanc's
+/statistics, rows in dicom-node's ``instances`` table. MB/s uses the corpus' file sizes
+in 10^6 bytes.
 
-Results are printed as an ASCII table and written to ``WORKDIR/ingest-results.json``.
+Results are printed as ASCII tables -- throughput, then dicom-node's images/s divided by
+each other receiver's and pynetdicom's divided by Orthanc's -- and written to
+``WORKDIR/ingest-results.json``.
 """
 
 from __future__ import annotations
@@ -59,11 +65,14 @@ from tests.peers import (  # noqa: E402
     wait_for_port,
 )
 
-TARGETS = ("storescp", "orthanc", "dicom-node")
+TARGETS = ("storescp", "orthanc", "pynetdicom", "dicom-node")
 CORPORA = ("ct", "radiograph")
 NODE_AET = "DICOM_NODE"
 SCU_AET = "BENCH_SCU"
 NODELAY_ENV = {"TCP_NODELAY": "1"}
+NODE_CLI = REPO / ".venv" / "bin" / "dicom-node"
+NODE_DEFAULT_MAX_PDU = 4 * 1024**2  # dicom-node's default max_pdu_bytes
+BARE_SCP = Path(__file__).resolve().parent / "_bare_pynetdicom_scp.py"
 
 console = Console(highlight=False, soft_wrap=False, width=120)
 
@@ -93,35 +102,11 @@ class Run:
 # -- dicom-node as a process -----------------------------------------------------------------
 
 
-def node_cli() -> str | None:
-    """``dicom-node`` if its CLI runs (``--help`` exits 0), else None."""
-    candidates = [REPO / ".venv" / "bin" / "dicom-node", Path(sys.executable).parent / "dicom-node"]
-    found = shutil.which("dicom-node")
-    if found:
-        candidates.append(Path(found))
-    for exe in candidates:
-        if not exe.is_file():
-            continue
-        try:
-            result = subprocess.run(
-                [str(exe), "--help"], capture_output=True, timeout=60, check=False
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            continue
-        if result.returncode == 0:
-            return str(exe)
-    return None
+def default_node_cmd() -> list[str]:
+    return [str(NODE_CLI), "serve", "--config", "{config}"]
 
 
-def default_node_cmd() -> tuple[list[str], str]:
-    cli = node_cli()
-    if cli is not None:
-        return [cli, "serve", "--config", "{config}"], "dicom-node CLI"
-    shim = Path(__file__).resolve().parent / "_node_shim.py"
-    return [sys.executable, str(shim), "{config}"], "in-process receiver shim (CLI missing)"
-
-
-def write_node_config(folder: Path, port: int) -> Path:
+def write_node_config(folder: Path, port: int, max_pdu: int | None = None) -> Path:
     storage = folder / "storage"
     config = folder / "dicom-node.toml"
     config.write_text(
@@ -135,6 +120,7 @@ def write_node_config(folder: Path, port: int) -> Path:
                 "workers = 0",
                 "stable_after_seconds = 60",
                 "min_free_bytes = 0",
+                f"max_pdu_bytes = {max_pdu or NODE_DEFAULT_MAX_PDU}",
                 "",
             ]
         )
@@ -143,10 +129,12 @@ def write_node_config(folder: Path, port: int) -> Path:
 
 
 @contextmanager
-def node_process(folder: Path, command: Sequence[str]) -> Iterator[tuple[int, Path]]:
+def node_process(
+    folder: Path, command: Sequence[str], max_pdu: int | None = None
+) -> Iterator[tuple[int, Path]]:
     """Start dicom-node with a fresh config in ``folder``; yield (port, sqlite path)."""
     port = free_port()
-    config = write_node_config(folder, port)
+    config = write_node_config(folder, port, max_pdu)
     args = [token.replace("{config}", str(config)) for token in command]
     log_path = folder / "dicom-node.log"
     with open(log_path, "wb") as log:
@@ -161,18 +149,49 @@ def node_process(folder: Path, command: Sequence[str]) -> Iterator[tuple[int, Pa
             wait_for_port("127.0.0.1", port, 60, process=process, log=log_path)
             yield port, folder / "node.sqlite"
         finally:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(timeout=10)
+            stop_process(process)
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL after 30 s."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
 
 
 def count_node_instances(database: Path) -> int:
     with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=30) as conn:
         return int(conn.execute("SELECT count(*) FROM instances").fetchone()[0])
+
+
+# -- the bare pynetdicom SCP as a process --------------------------------------------------
+
+
+@contextmanager
+def bare_scp_process(folder: Path, max_pdu: int | None) -> Iterator[tuple[int, Path]]:
+    """Start ``_bare_pynetdicom_scp.py``; yield (port, folder its arrivals are moved to)."""
+    port = free_port()
+    received = folder / "received"
+    args = [
+        sys.executable,
+        str(BARE_SCP),
+        str(port),
+        str(received),
+        "--max-pdu",
+        str(max_pdu or NODE_DEFAULT_MAX_PDU),
+    ]
+    log_path = folder / "pynetdicom.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        try:
+            wait_for_port("127.0.0.1", port, 60, process=process, log=log_path)
+            yield port, received
+        finally:
+            stop_process(process)
 
 
 # -- sending --------------------------------------------------------------------------------
@@ -232,8 +251,14 @@ def run_one(
             arrived = orthanc.instance_count()
         return result(seconds, rc, arrived, tail)
 
+    if target == "pynetdicom":
+        with bare_scp_process(folder, max_pdu) as (port, received):
+            seconds, rc, tail = send(storescu, port, "BARE_PYNETDICOM", files)
+        arrived = sum(1 for path in received.iterdir() if path.is_file())
+        return result(seconds, rc, arrived, tail)
+
     if target == "dicom-node":
-        with node_process(folder, node_cmd) as (port, database):
+        with node_process(folder, node_cmd, max_pdu) as (port, database):
             seconds, rc, tail = send(storescu, port, NODE_AET, files)
             arrived = count_node_instances(database)
         return result(seconds, rc, arrived, tail)
@@ -270,23 +295,35 @@ def summarise(runs: list[Run]) -> list[dict[str, Any]]:
     return rows
 
 
-def ratios(summary: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """dicom-node's throughput divided by each reference's, per corpus (1.0 = as fast)."""
+RATIOS: dict[str, tuple[str, ...]] = {
+    "dicom-node": ("storescp", "orthanc", "pynetdicom"),
+    "pynetdicom": ("orthanc",),
+}
+"""For each subject, the references its images/s are divided by."""
+
+REF_NAMES = {"storescp": "storescp", "orthanc": "Orthanc", "pynetdicom": "pynetdicom"}
+
+
+def ratios(summary: list[dict[str, Any]], subject: str) -> dict[str, dict[str, float]]:
+    """``subject``'s throughput divided by each of its references', per corpus (1.0 = as fast)."""
     out: dict[str, dict[str, float]] = {}
     for corpus in CORPORA:
         by_target = {r["target"]: r for r in summary if r["corpus"] == corpus}
-        node = by_target.get("dicom-node")
-        if node is None:
+        mine = by_target.get(subject)
+        if mine is None:
             continue
         out[corpus] = {
-            f"vs_{ref}": node["images_per_s"] / by_target[ref]["images_per_s"]
-            for ref in ("storescp", "orthanc")
+            f"vs_{ref}": mine["images_per_s"] / by_target[ref]["images_per_s"]
+            for ref in RATIOS[subject]
             if ref in by_target
         }
     return out
 
 
-def print_report(summary: list[dict[str, Any]], rel: dict[str, dict[str, float]]) -> None:
+def print_report(
+    summary: list[dict[str, Any]], rel: dict[str, dict[str, dict[str, float]]]
+) -> None:
+    """``rel``: subject -> corpus -> ``vs_REF`` -> ratio, as ``ratios`` gives them."""
     table = Table(title="C-STORE ingest (storescu, one association per corpus)", box=box.ASCII)
     for name, justify in [
         ("target", "left"),
@@ -309,19 +346,31 @@ def print_report(summary: list[dict[str, Any]], rel: dict[str, dict[str, float]]
             "yes" if row["all_arrived"] else "NO",
         )
     console.print(table)
-    rel = {corpus: values for corpus, values in rel.items() if values}
-    if rel:
-        ratio_table = Table(title="dicom-node images/s divided by the reference's", box=box.ASCII)
-        ratio_table.add_column("corpus")
-        ratio_table.add_column("dicom-node / storescp", justify="right")
-        ratio_table.add_column("dicom-node / Orthanc", justify="right")
-        for corpus, values in rel.items():
-            ratio_table.add_row(
-                corpus,
-                f"{values['vs_storescp']:.2f}" if "vs_storescp" in values else "-",
-                f"{values['vs_orthanc']:.2f}" if "vs_orthanc" in values else "-",
-            )
-        console.print(ratio_table)
+    columns = [
+        (subject, ref)
+        for subject, refs in RATIOS.items()
+        for ref in refs
+        if any(f"vs_{ref}" in values for values in rel.get(subject, {}).values())
+    ]
+    corpora = [c for c in CORPORA if any(c in rel.get(subject, {}) for subject, _ in columns)]
+    if not columns or not corpora:
+        return
+    ratio_table = Table(title="images/s divided by images/s (1.00 = as fast)", box=box.ASCII)
+    ratio_table.add_column("corpus")
+    for subject, ref in columns:
+        ratio_table.add_column(f"{subject} / {REF_NAMES[ref]}", justify="right")
+    for corpus in corpora:
+        cells = []
+        for subject, ref in columns:
+            value = rel.get(subject, {}).get(corpus, {}).get(f"vs_{ref}")
+            cells.append("-" if value is None else f"{value:.2f}")
+        ratio_table.add_row(corpus, *cells)
+    console.print(ratio_table)
+    if ("pynetdicom", "orthanc") in columns:
+        console.print(
+            "pynetdicom / Orthanc: the bare pynetdicom SCP against Orthanc -- the ceiling "
+            "pynetdicom itself puts on dicom-node."
+        )
 
 
 def tool_version(args: list[str]) -> str:
@@ -359,7 +408,12 @@ def environment(node_cmd: Sequence[str], node_kind: str, max_pdu: int | None) ->
         "node_command": list(node_cmd),
         "node_kind": node_kind,
         "max_pdu_override": max_pdu,
-        "max_pdu_defaults": {"storescp": 16384, "orthanc": 16384, "dicom-node": 4 * 1024**2},
+        "max_pdu_defaults": {
+            "storescp": 16384,
+            "orthanc": 16384,
+            "pynetdicom": NODE_DEFAULT_MAX_PDU,
+            "dicom-node": NODE_DEFAULT_MAX_PDU,
+        },
     }
 
 
@@ -384,13 +438,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--node-cmd",
         help="command that starts dicom-node; {config} is replaced by the TOML path "
-        "(default: 'dicom-node serve --config {config}' if the CLI works, else the shim)",
+        "(default: '.venv/bin/dicom-node serve --config {config}')",
     )
     parser.add_argument(
         "--max-pdu",
         type=int,
-        help="max receive PDU for storescp (-pdu, 4096..131072) and Orthanc "
-        "(MaximumPduLength); default: each program's own (16384)",
+        help="max receive PDU for storescp (-pdu, 4096..131072), Orthanc "
+        "(MaximumPduLength) and the bare pynetdicom SCP; default: storescp's and Orthanc's "
+        "own (16384), dicom-node's default (4 MiB) for pynetdicom. dicom-node itself keeps "
+        "its default",
     )
     parser.add_argument(
         "--keep", action="store_true", help="keep what the receivers stored (default: delete)"
@@ -414,6 +470,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ]
         if needed and find_tool(tool) is None
     ]
+    if "dicom-node" in targets and not args.node_cmd and not NODE_CLI.is_file():
+        missing.append(f"{NODE_CLI} (.venv/bin/pip install -e .)")
     if missing:
         console.print("missing: " + ", ".join(missing))
         return 2
@@ -423,7 +481,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.node_cmd:
         node_cmd, node_kind = shlex.split(args.node_cmd), "--node-cmd"
     else:
-        node_cmd, node_kind = default_node_cmd()
+        node_cmd, node_kind = default_node_cmd(), "dicom-node CLI"
 
     workdir: Path = args.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -477,7 +535,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     good = [r for r in runs if r.seconds == r.seconds]  # drop NaN (runs that crashed)
     summary = summarise(good)
-    rel = ratios(summary)
+    rel = {subject: ratios(summary, subject) for subject in RATIOS}
     print_report(summary, rel)
 
     results = {
@@ -495,7 +553,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             {**asdict(r), "images_per_s": r.images_per_s, "mb_per_s": r.mb_per_s} for r in runs
         ],
         "summary": summary,
-        "dicom_node_ratio": rel,
+        "dicom_node_ratio": rel["dicom-node"],
+        "pynetdicom_ratio": rel["pynetdicom"],
     }
     out = workdir / "ingest-results.json"
     out.write_text(json.dumps(results, indent=2, default=str))

@@ -30,10 +30,8 @@ copying the real values in afterwards.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -49,13 +47,14 @@ from pydicom.uid import ExplicitVRLittleEndian
 from pydicom.valuerep import DA, DS, TM
 
 from dicom_node import codes
-from dicom_node.errors import NodeError, OutOfResources
+from dicom_node.errors import NodeError
 from dicom_node.output_uids import (
     check_uid_root,
     derive_uid,
     output_instance_uid,
     output_series_uid,
 )
+from dicom_node.store import write_durably
 from dicom_node.uids import validate_uid
 from pipelines.contract import DerivedImage, Finding, Measurement, PipelineResult
 
@@ -203,23 +202,7 @@ def write_output(output: EncodedOutput, folder: Path) -> Path:
     """
     name = validate_uid(output.sop_instance_uid, "SOPInstanceUID") + ".dcm"
     target = folder / name
-    temporary: str | None = None
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(dir=folder, prefix=".", suffix=".part")
-        with os.fdopen(fd, "wb") as handle:
-            output.dataset.save_as(handle, enforce_file_format=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
-        temporary = None
-        _fsync_dir(folder)
-    except OSError as exc:
-        raise OutOfResources(f"cannot write {target}: {exc.strerror or exc}") from exc
-    finally:
-        if temporary is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
+    write_durably(target, lambda handle: output.dataset.save_as(handle, enforce_file_format=True))
     return target
 
 
@@ -595,14 +578,6 @@ def _source_image_item(source: Dataset) -> Dataset:
     item.ReferencedSOPInstanceUID = source.SOPInstanceUID
     item.PurposeOfReferenceCodeSequence = [codes.coded(codes.SOURCE_IMAGE_PURPOSE)]
     return item
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 __all__ = [

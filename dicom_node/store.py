@@ -8,13 +8,16 @@ built only from validated UIDs and checked to stay under the root.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import BinaryIO
 
 from dicom_node.errors import OutOfResources, UnsafePath
 from dicom_node.uids import validate_uid
@@ -39,12 +42,39 @@ class StoredFile:
     placement: Placement
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a folder's entries (a rename, a new file) durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_durably(target: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write ``target`` so that it is either absent or complete, even after a power cut.
+
+    ``write`` fills a temporary file in the same folder, which is fsynced, renamed over
+    ``target`` and the folder fsynced. ``OSError`` (ENOSPC, EIO, ...) becomes
+    ``OutOfResources``; the temporary file never stays behind.
+    """
+    temporary: str | None = None
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=".", suffix=".part")
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, target)
+        temporary = None
+        fsync_dir(target.parent)
+    except OSError as exc:
+        raise OutOfResources(f"cannot write {target}: {exc.strerror or exc}") from exc
+    finally:
+        if temporary is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
 
 
 class DurableStore:
@@ -118,7 +148,7 @@ class DurableStore:
                 os.close(fd)
             self._make_parents(target.parent)
             os.replace(spooled, target)
-            _fsync_dir(target.parent)
+            fsync_dir(target.parent)
         except OSError as exc:
             spooled.unlink(missing_ok=True)
             raise OutOfResources(f"cannot store {relative_path}: {exc.strerror or exc}") from exc
@@ -133,14 +163,14 @@ class DurableStore:
             current = current.parent
         for path in reversed(missing):
             path.mkdir(exist_ok=True)
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
 
     def remove(self, relative_path: str) -> None:
         """Remove a stored file (used to undo a placement whose index commit failed)."""
         target = self.resolve(relative_path)
         target.unlink(missing_ok=True)
         try:
-            _fsync_dir(target.parent)
+            fsync_dir(target.parent)
         except OSError as exc:
             logger.warning("could not fsync %s after removing a file: %s", target.parent, exc)
 
@@ -156,7 +186,7 @@ class DurableStore:
                 entry.unlink(missing_ok=True)
             removed += 1
         if removed:
-            _fsync_dir(self.spool_dir)
+            fsync_dir(self.spool_dir)
         return removed
 
     def iter_stored(self) -> Iterator[str]:
