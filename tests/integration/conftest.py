@@ -24,17 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from pydicom import config as pydicom_config
 from pydicom.data import get_testdata_file
-from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import (
-    PYDICOM_IMPLEMENTATION_UID,
-    CTImageStorage,
-    ExplicitVRLittleEndian,
-    generate_uid,
-)
+from pydicom.uid import CTImageStorage, generate_uid
 from pynetdicom import AE, _config
 from pynetdicom.association import Association
 from pynetdicom.dsutils import split_dataset
@@ -46,6 +39,7 @@ from dicom_node.db.models import Instance
 from dicom_node.receive import Receiver
 from dicom_node.settings import NodeSettings
 from dicom_node.store import DurableStore
+from tests.support.datasets import new_instance, set_monochrome_pixels
 
 LOCALHOST = "127.0.0.1"
 NODE_AET = "DICOM_NODE"
@@ -207,33 +201,23 @@ def write_instance(
     series_uid = series_uid if series_uid is not None else generate_uid()
     sop_uid = sop_uid if sop_uid is not None else generate_uid()
     with pydicom_config.disable_value_validation():
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = media_sop_class_uid or sop_class_uid
-        meta.MediaStorageSOPInstanceUID = media_sop_uid if media_sop_uid is not None else sop_uid
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-        ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\x00" * 128)
-        ds.SOPClassUID = sop_class_uid
-        ds.SOPInstanceUID = sop_uid
-        ds.StudyInstanceUID = study_uid
-        ds.SeriesInstanceUID = series_uid
-        ds.Modality = modality
+        ds = new_instance(
+            sop_class_uid,
+            sop_uid,
+            study_uid=study_uid,
+            series_uid=series_uid,
+            modality=modality,
+            media_sop_class_uid=media_sop_class_uid,
+            media_sop_uid=media_sop_uid,
+            filename=path,
+        )
         ds.PatientName = "Test^Integration"
         ds.PatientID = "IT-0001"
         ds.StudyDate = "20240101"
         ds.SeriesDescription = series_description
         ds.SeriesNumber = 1
         ds.InstanceNumber = instance_number
-        ds.Rows = rows
-        ds.Columns = columns
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.BitsAllocated = 16
-        ds.BitsStored = 16
-        ds.HighBit = 15
-        ds.PixelRepresentation = 0
-        pixels = np.random.default_rng(seed).integers(0, 4096, (rows, columns), dtype=np.uint16)
-        ds.PixelData = pixels.tobytes()
+        set_monochrome_pixels(ds, rows, columns, seed=seed)
         path.parent.mkdir(parents=True, exist_ok=True)
         # Not enforce_file_format: that would copy SOPInstanceUID into the file meta.
         ds.save_as(path, implicit_vr=False, little_endian=True)

@@ -27,18 +27,12 @@ from types import TracebackType
 from typing import Any, Self
 
 import numpy as np
-from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import (
-    PYDICOM_IMPLEMENTATION_UID,
-    CTImageStorage,
-    ExplicitVRLittleEndian,
-    MRImageStorage,
-    generate_uid,
-)
+from pydicom.uid import CTImageStorage, MRImageStorage, generate_uid
 from sqlalchemy import Engine, text
 
 from dicom_node.db.engine import make_engine
 from tests.peers import free_port, wait_for_port, wait_until
+from tests.support.datasets import new_instance, set_monochrome_pixels
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LOCALHOST = "127.0.0.1"
@@ -445,18 +439,15 @@ def make_series(
     sop_class = MRImageStorage if modality == "MR" else CTImageStorage
     paths = []
     for index in range(count):
-        sop_uid = generate_uid()
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = sop_class
-        meta.MediaStorageSOPInstanceUID = sop_uid
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
         path = folder / f"{modality.lower()}-{index:04d}.dcm"
-        ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-        ds.SOPClassUID = sop_class
-        ds.SOPInstanceUID = sop_uid
-        ds.StudyInstanceUID = study_uid
-        ds.SeriesInstanceUID = series_uid
+        ds = new_instance(
+            sop_class,
+            generate_uid(),
+            study_uid=study_uid,
+            series_uid=series_uid,
+            modality=modality,
+            filename=path,
+        )
         ds.FrameOfReferenceUID = series_uid + ".1" if len(series_uid) < 62 else generate_uid()
         ds.PatientName = "Test^Synthetic"
         ds.PatientID = "SYNTH-0001"
@@ -464,7 +455,6 @@ def make_series(
         ds.StudyTime = ds.SeriesTime = "120000"
         ds.AccessionNumber = ""
         ds.StudyID = "1"
-        ds.Modality = modality
         ds.SeriesDescription = series_description
         ds.SeriesNumber = 1 if modality == "CT" else 2
         ds.InstanceNumber = index + 1
@@ -473,13 +463,6 @@ def make_series(
         ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
         ds.PixelSpacing = [0.5, 0.5]
         ds.SliceThickness = 1.0
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.Rows = ds.Columns = size
-        ds.BitsAllocated = 16
-        ds.BitsStored = 16
-        ds.HighBit = 15
-        ds.PixelRepresentation = 1
         if modality == "CT":
             ds.RescaleIntercept = -1024.0
             ds.RescaleSlope = 1.0
@@ -492,8 +475,7 @@ def make_series(
             ds.EchoTime = 10.0
             ds.RepetitionTime = 500.0
             ds.MagneticFieldStrength = 1.5
-        pixels = rng.integers(0, 2000, size=(size, size), dtype=np.int16)
-        ds.PixelData = pixels.tobytes()
+        set_monochrome_pixels(ds, size, size, seed=rng, high=2000, dtype=np.int16)
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths

@@ -15,8 +15,8 @@ import pytest
 
 from dicom_node.encode import DeviceIdentity, encode_result, write_output
 from tests.peers import dciodvfy, require_tool
-from tests.support.pipelines import demo_result
-from tests.unit.test_encode import SC_KINDS, SOURCE_SETS
+from tests.support.datasets import SOURCE_SETS
+from tests.support.pipelines import SC_KINDS, demo_result
 
 pytestmark = [pytest.mark.peers, pytest.mark.timeout(120)]
 

@@ -84,6 +84,10 @@ def demo_result(
     )
 
 
+#: The derived images of ``demo_result``, by position.
+SC_KINDS = {0: "gray8", 1: "gray16", 2: "rgb_overlay", 3: "plot"}
+
+
 class ReportingDemo:
     """Reads the headers and returns ``demo_result``: exercises encoding and delivery."""
 

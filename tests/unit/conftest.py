@@ -17,7 +17,6 @@ from typing import Any, TypeVar
 import numpy as np
 import pytest
 from pydicom import Dataset
-from pydicom.dataset import FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 from sqlalchemy import Engine, select, update
 
@@ -26,6 +25,7 @@ from dicom_node.db.engine import make_engine
 from dicom_node.db.models import Job
 from dicom_node.index import IndexOutcome, InstanceHeader, index_instance, read_header
 from dicom_node.store import DurableStore, StoredFile
+from tests.support.datasets import new_instance, set_monochrome_pixels
 
 T = TypeVar("T")
 
@@ -158,29 +158,12 @@ def make_dataset(
     **attributes: Any,
 ) -> Dataset:
     """A small but complete Part 10 dataset with pixel data (no patient identifiers)."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = sop
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = sop_class
-    ds.SOPInstanceUID = sop
-    ds.StudyInstanceUID = study
-    ds.SeriesInstanceUID = series
-    ds.Modality = modality
+    ds = new_instance(sop_class, sop, study_uid=study, series_uid=series, modality=modality)
     ds.StudyDate = "20260301"
     if number is not None:
         ds.InstanceNumber = number
-    ds.Rows = rows
-    ds.Columns = columns
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = 16
-    ds.BitsStored = 12
-    ds.HighBit = 11
-    ds.PixelRepresentation = 0
-    ds.PixelData = np.arange(rows * columns, dtype=np.uint16).tobytes()
+    pixels = np.arange(rows * columns, dtype=np.uint16)
+    set_monochrome_pixels(ds, rows, columns, bits_stored=12, pixels=pixels)
     for keyword, value in attributes.items():
         setattr(ds, keyword, value)
     return ds

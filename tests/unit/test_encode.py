@@ -2,7 +2,8 @@
 
 Sources are real: pydicom's CT and MR test slices, and a synthetic 16-bit DX hand film
 (two instances) built with complete patient, study, series and equipment modules —
-pydicom's own test files have no CR/DX radiograph.
+pydicom's own test files have no CR/DX radiograph. They are built in
+``tests/support/datasets.py``.
 """
 
 from __future__ import annotations
@@ -18,14 +19,10 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom import Dataset
-from pydicom.data import get_testdata_file
-from pydicom.dataset import FileMetaDataset
-from pydicom.sequence import Sequence
 from pydicom.sr.codedict import codes as sr_codes
 from pydicom.uid import (
     ComprehensiveSRStorage,
     DigitalXRayImageStorageForPresentation,
-    ExplicitVRLittleEndian,
     SecondaryCaptureImageStorage,
 )
 
@@ -50,14 +47,19 @@ from pipelines import (
     ModelIdentity,
     PipelineResult,
 )
-from tests.support.pipelines import ABNORMALITY, ANGLE, PRESENT, SCORE, demo_result
+from tests.support.datasets import (
+    DX_ROOT,
+    PATIENT_ID,
+    SOURCE_SETS,
+    ct_sources,
+    dx_sources,
+    synthetic_dx,
+)
+from tests.support.pipelines import ABNORMALITY, ANGLE, PRESENT, SC_KINDS, SCORE, demo_result
 
 UID_ROOT = "1.2.826.0.1.3680043.8.498.99"  # below pydicom's example root
 DEVICE = DeviceIdentity(ae_title="DICOM_NODE", software_version="0.1.0")
 WHEN = datetime(2026, 3, 1, 9, 30, 15)
-DX_ROOT = "1.2.826.0.1.3680043.8.498.77"
-PATIENT_NAME = "Testperson^Dora"
-PATIENT_ID = "PID-4711"
 
 PATIENT_STUDY_KEYWORDS = (
     "PatientName",
@@ -78,138 +80,6 @@ PATIENT_STUDY_KEYWORDS = (
 
 
 # -- sources -------------------------------------------------------------------------------
-
-
-def synthetic_dx(
-    index: int = 1,
-    *,
-    patient_name: str = PATIENT_NAME,
-    rows: int = 96,
-    columns: int = 80,
-    study_uid: str = f"{DX_ROOT}.1",
-) -> Dataset:
-    """A DX (for presentation) hand film, 12 of 16 bits, that dciodvfy accepts."""
-    sop = f"{DX_ROOT}.3.{index}"
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = DigitalXRayImageStorageForPresentation
-    meta.MediaStorageSOPInstanceUID = sop
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.SOPClassUID = DigitalXRayImageStorageForPresentation
-    ds.SOPInstanceUID = sop
-    ds.InstanceCreationDate = "20260301"
-    ds.InstanceCreationTime = "081500"
-    # Patient, General Study, Patient Study
-    ds.PatientName = patient_name
-    ds.PatientID = PATIENT_ID
-    ds.IssuerOfPatientID = "HOSP"
-    ds.PatientBirthDate = "20150704"
-    ds.PatientSex = "F"
-    ds.StudyInstanceUID = study_uid
-    ds.StudyDate = "20260301"
-    ds.StudyTime = "081000"
-    ds.ReferringPhysicianName = "Referrer^Rita"
-    ds.StudyID = "S42"
-    ds.AccessionNumber = "ACC-0815"
-    ds.StudyDescription = "Hand left"
-    ds.PatientAge = "010Y"
-    ds.PatientWeight = "31"
-    # General Series, DX Series
-    ds.Modality = "DX"
-    ds.SeriesInstanceUID = f"{DX_ROOT}.2"
-    ds.SeriesNumber = 1
-    ds.SeriesDescription = "Hand PA"
-    ds.BodyPartExamined = "HAND"
-    ds.PresentationIntentType = "FOR PRESENTATION"
-    # General Equipment
-    ds.Manufacturer = "Synthetic Imaging"
-    ds.InstitutionName = "Test Hospital"
-    ds.StationName = "DXROOM1"
-    ds.ManufacturerModelName = "SynthDX 1"
-    ds.DeviceSerialNumber = "SN-1"
-    ds.SoftwareVersions = "1.0"
-    # General Image, DX Image, VOI LUT
-    ds.InstanceNumber = index
-    ds.PatientOrientation = ["P", "F"]
-    ds.ContentDate = "20260301"
-    ds.ContentTime = "081200"
-    ds.AcquisitionDate = "20260301"
-    ds.AcquisitionTime = "081100"
-    ds.ImageType = ["ORIGINAL", "PRIMARY", ""]
-    ds.BurnedInAnnotation = "NO"
-    ds.LossyImageCompression = "00"
-    ds.PixelIntensityRelationship = "LIN"
-    ds.PixelIntensityRelationshipSign = 1
-    ds.RescaleIntercept = "0"
-    ds.RescaleSlope = "1"
-    ds.RescaleType = "US"
-    ds.PresentationLUTShape = "IDENTITY"
-    ds.WindowCenter = "2048"
-    ds.WindowWidth = "4096"
-    # DX Anatomy Imaged, DX Detector, DX Positioning, Acquisition Context
-    ds.ImageLaterality = "L"
-    ds.AnatomicRegionSequence = Sequence([_code_item("85562004", "SCT", "Hand")])
-    ds.DetectorType = "SCINTILLATOR"
-    ds.ImagerPixelSpacing = ["0.15", "0.15"]
-    ds.PixelSpacing = ["0.15", "0.15"]
-    ds.PixelSpacingCalibrationType = "GEOMETRY"
-    ds.PixelSpacingCalibrationDescription = "Synthetic phantom"
-    ds.ViewPosition = "PA"
-    ds.ViewCodeSequence = Sequence([_code_item("399348003", "SCT", "postero-anterior")])
-    ds.PositionerType = "NONE"
-    ds.AcquisitionContextSequence = Sequence()
-    # Image Pixel
-    ds.Rows = rows
-    ds.Columns = columns
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = 16
-    ds.BitsStored = 12
-    ds.HighBit = 11
-    ds.PixelRepresentation = 0
-    rng = np.random.default_rng(index)
-    ds.PixelData = rng.integers(0, 4096, size=(rows, columns), dtype=np.uint16).tobytes()
-    return ds
-
-
-def _code_item(value: str, scheme: str, meaning: str) -> Dataset:
-    item = Dataset()
-    item.CodeValue = value
-    item.CodingSchemeDesignator = scheme
-    item.CodeMeaning = meaning
-    return item
-
-
-def _testdata(name: str) -> Dataset:
-    path = get_testdata_file(name)
-    assert path is not None, f"pydicom test file {name} is missing"
-    return pydicom.dcmread(path, stop_before_pixels=True)
-
-
-def ct_sources() -> list[Dataset]:
-    return [_testdata("CT_small.dcm")]
-
-
-def mr_sources() -> list[Dataset]:
-    return [_testdata("MR_small.dcm")]
-
-
-def dx_sources() -> list[Dataset]:
-    # The second film's patient name has no caret: valid DICOM that highdicom's name
-    # check rejects. It must neither fail the encoder nor be logged.
-    return [synthetic_dx(1), synthetic_dx(2, patient_name=PATIENT_NAME)]
-
-
-SOURCE_SETS: dict[str, Callable[[], list[Dataset]]] = {
-    "ct": ct_sources,
-    "mr": mr_sources,
-    "dx": dx_sources,
-}
-
-#: The derived images of ``demo_result``, by position.
-SC_KINDS = {0: "gray8", 1: "gray16", 2: "rgb_overlay", 3: "plot"}
 
 
 @pytest.fixture(params=sorted(SOURCE_SETS))
