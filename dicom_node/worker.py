@@ -125,23 +125,25 @@ class Worker:
         )
         keeper = _LeaseKeeper(self.queue, job)
         keeper.start()
+        # (error text, retry, defer) when the attempt failed
+        failure: tuple[str, bool, float | None] | None = None
         try:
             series = self._series_input(job)
             pipeline = self.registry.get(job.pipeline)
             result = pipeline.run(series)
             written = self._write_outputs(result, series)
         except (PipelineUnavailable, EncodeError) as exc:  # a setup or pipeline bug: final
-            keeper.stop()
-            return self._failed(keeper.job, str(exc), retry=False)
+            failure = (str(exc), False, None)
         except Retry as exc:
-            keeper.stop()
-            return self._failed(keeper.job, str(exc), retry=True, defer=exc.defer)
+            failure = (str(exc), True, exc.defer)
         except Exception as exc:  # recorded on the job and retried with backoff
-            keeper.stop()
-            detail = "".join(traceback.format_exception_only(exc)).strip()
             logger.exception("job %d failed", job.id)
-            return self._failed(keeper.job, detail, retry=True)
-        keeper.stop()
+            failure = ("".join(traceback.format_exception_only(exc)).strip(), True, None)
+        finally:
+            keeper.stop()
+        if failure is not None:
+            error, retry, defer = failure
+            return self._failed(keeper.job, error, retry=retry, defer=defer)
         if keeper.lost:
             logger.warning("job %d: lease lost while running; result dropped", job.id)
             return JobOutcome(job.id, "lease_lost")
