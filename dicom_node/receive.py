@@ -218,11 +218,7 @@ class NodeAE(AE):
         host = None
         if isinstance(assoc, Association):
             host = assoc.requestor.address
-        titles = [
-            caller.ae_title
-            for caller in self.allowed_callers
-            if not caller.hosts or (host is not None and host in caller.hosts)
-        ]
+        titles = [caller.ae_title for caller in self.allowed_callers if caller.allows_host(host)]
         return titles or [_NOBODY]
 
     @require_calling_aet.setter
@@ -262,9 +258,9 @@ class Receiver:
         )
         self.ae.maximum_associations = settings.max_associations
         self.ae.maximum_pdu_size = settings.max_pdu_bytes
-        self.ae.network_timeout = 60
-        self.ae.acse_timeout = 30
-        self.ae.dimse_timeout = 60
+        self.ae.network_timeout = settings.network_timeout_seconds
+        self.ae.acse_timeout = settings.acse_timeout_seconds
+        self.ae.dimse_timeout = settings.dimse_timeout_seconds
         self.ae.add_supported_context(Verification)
         for context in AllStoragePresentationContexts:
             if context.abstract_syntax is not None:

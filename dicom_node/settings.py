@@ -7,6 +7,7 @@ Nothing else in the package reads configuration on its own.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import tomllib
 from collections.abc import Iterable
@@ -33,12 +34,40 @@ class _Strict(BaseModel):
 
 
 class AllowedCaller(_Strict):
-    """A calling AE title the receiver accepts, optionally only from given hosts."""
+    """A calling AE title the receiver accepts, optionally only from given hosts.
+
+    ``hosts`` are IP addresses or networks (``"10.0.0.5"``, ``"10.0.0.0/24"``,
+    ``"fd00::/64"``); empty means from anywhere.
+    """
 
     ae_title: str
     hosts: tuple[str, ...] = ()
 
     _ae = field_validator("ae_title")(_check_ae_title)
+
+    @field_validator("hosts")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for host in value:
+            try:
+                ipaddress.ip_network(host, strict=False)
+            except ValueError as exc:
+                raise ValueError(
+                    f"{host!r} is not an IP address or network (host names are not resolved)"
+                ) from exc
+        return value
+
+    def allows_host(self, address: str | None) -> bool:
+        """True when no hosts are listed, or ``address`` is in one of them."""
+        if not self.hosts:
+            return True
+        if address is None:
+            return False
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        return any(ip in ipaddress.ip_network(host, strict=False) for host in self.hosts)
 
 
 class TLSSettings(_Strict):
@@ -189,6 +218,13 @@ class NodeSettings(BaseSettings):
         default=256 * 1024**2, ge=0, description="refuse stores (0xA700) below this free space"
     )
     max_pdu_bytes: int = Field(default=4 * 1024**2, ge=0)
+    acse_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="association negotiation and TLS handshake"
+    )
+    dimse_timeout_seconds: float = Field(default=60.0, gt=0, description="waiting for a message")
+    network_timeout_seconds: float = Field(
+        default=60.0, gt=0, description="an idle association is closed after this"
+    )
     duplicate_policy: DuplicatePolicy = "keep_first"
 
     stable_after_seconds: float = Field(default=60.0, gt=0)

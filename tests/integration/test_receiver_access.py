@@ -118,6 +118,19 @@ def test_allowlist_title_from_listed_host_is_accepted(receiver: Callable[..., An
     assert rejection(assoc, seen)[2] == CALLING_AE_NOT_RECOGNISED
 
 
+def test_allowlist_hosts_may_be_networks(receiver: Callable[..., Any]) -> None:
+    node = receiver(
+        allowed_callers=[
+            {"ae_title": "LOOPBACK_NET", "hosts": ["127.0.0.0/8"]},
+            {"ae_title": "OTHER_NET", "hosts": ["10.0.0.0/8", "fd00::/8"]},
+        ]
+    )
+
+    assert echo_ok(node.port, "LOOPBACK_NET")
+    assoc, seen = associate(node.port, "OTHER_NET")
+    assert rejection(assoc, seen)[2] == CALLING_AE_NOT_RECOGNISED
+
+
 def test_empty_allowlist_accepts_any_title(receiver: Callable[..., Any]) -> None:
     node = receiver()
 
@@ -155,3 +168,9 @@ def test_association_over_the_limit_is_rejected_transiently(
         message="the released association is still active on the node",
     )
     assert echo_ok(node.port, "THIRD")
+
+
+def test_association_timeouts_come_from_the_settings(receiver: Callable[..., Any]) -> None:
+    node = receiver(acse_timeout_seconds=3, dimse_timeout_seconds=4, network_timeout_seconds=5)
+    ae = node.receiver.ae
+    assert (ae.acse_timeout, ae.dimse_timeout, ae.network_timeout) == (3, 4, 5)

@@ -9,7 +9,13 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from dicom_node import cli
-from dicom_node.settings import NodeSettings, QueueSettings, SettingsError, load_settings
+from dicom_node.settings import (
+    AllowedCaller,
+    NodeSettings,
+    QueueSettings,
+    SettingsError,
+    load_settings,
+)
 
 VALID = """
 ae_title = "NODE_A"
@@ -351,3 +357,38 @@ def test_config_check_without_a_file_is_a_usage_error(capsys: pytest.CaptureFixt
         cli.main(["config", "check"])
     assert info.value.code == 2
     assert "file" in capsys.readouterr().err
+
+
+# -- allowlist hosts ---------------------------------------------------------------------------
+
+
+def test_allowed_caller_hosts_match_addresses_and_networks() -> None:
+    caller = AllowedCaller(ae_title="PACS", hosts=("10.1.2.3", "192.168.0.0/24", "fd00::/64"))
+    assert caller.allows_host("10.1.2.3")
+    assert not caller.allows_host("10.1.2.4")
+    assert caller.allows_host("192.168.0.77")
+    assert not caller.allows_host("192.168.1.1")
+    assert caller.allows_host("fd00::1")
+    assert not caller.allows_host("fe80::1")
+    assert not caller.allows_host(None)
+    assert not caller.allows_host("not-an-address")
+    assert AllowedCaller(ae_title="ANYWHERE").allows_host(None)
+
+
+@pytest.mark.parametrize("host", ["pacs.example.org", "10.0.0.300", "10.0.0.0/33", ""])
+def test_allowed_caller_hosts_must_be_ip_addresses_or_networks(host: str) -> None:
+    with pytest.raises(ValidationError, match="not an IP address or network"):
+        AllowedCaller(ae_title="PACS", hosts=(host,))
+
+
+def test_association_timeouts_are_settings(tmp_path: Path) -> None:
+    settings = load_settings(
+        None, acse_timeout_seconds=5, dimse_timeout_seconds=7, network_timeout_seconds=9
+    )
+    assert (
+        settings.acse_timeout_seconds,
+        settings.dimse_timeout_seconds,
+        settings.network_timeout_seconds,
+    ) == (5, 7, 9)
+    with pytest.raises(SettingsError, match="acse_timeout_seconds"):
+        load_settings(None, acse_timeout_seconds=0)
