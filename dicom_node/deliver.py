@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Connection, Engine, Select, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from dicom_node.db.engine import write_transaction
@@ -42,6 +42,28 @@ class DeliveryReport:
     sent: list[int] = field(default_factory=list)
     retrying: list[int] = field(default_factory=list)
     dead: list[int] = field(default_factory=list)
+
+
+CLAIM_BATCH = 500  # deliveries taken per round; the rest wait for the next one
+
+
+def due_deliveries_query(now: datetime) -> Select[int, str, int, str, str]:
+    """Pending deliveries due at ``now``, oldest first, locked for the claim
+    (PostgreSQL: ``FOR UPDATE OF deliveries SKIP LOCKED``; SQLite: the write lock)."""
+    return (
+        select(
+            Delivery.id,
+            Delivery.destination,
+            Delivery.attempts,
+            Output.path,
+            Output.sop_instance_uid,
+        )
+        .join(Output, Output.id == Delivery.output_id)
+        .where(Delivery.state == DeliveryState.PENDING, Delivery.next_attempt_at <= now)
+        .order_by(Delivery.next_attempt_at, Delivery.id)
+        .limit(CLAIM_BATCH)
+        .with_for_update(skip_locked=True, of=Delivery)
+    )
 
 
 class DeliveryNotFound(NodeError):
@@ -96,21 +118,29 @@ class Deliverer:
         delay = self.settings.first_retry_seconds * 2 ** max(attempts - 1, 0)
         return float(min(delay, self.settings.max_retry_seconds))
 
-    def due(self, now: datetime | None = None) -> list[DueDelivery]:
+    @property
+    def claim_seconds(self) -> float:
+        """How long claimed deliveries stay invisible to other deliverers (a crash
+        mid-send makes them due again after this)."""
+        return max(60.0, 10 * self.settings.timeout_seconds)
+
+    def claim_due(self, now: datetime | None = None) -> list[DueDelivery]:
+        """Take the due deliveries, atomically, so that several ``serve`` processes
+        against one database never send the same pair at once.
+
+        Claiming pushes ``next_attempt_at`` past the claim period; recording the outcome
+        then sets the real state (and the next attempt, for a failure).
+        """
         now = now or utcnow()
-        with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(
-                    Delivery.id,
-                    Delivery.destination,
-                    Delivery.attempts,
-                    Output.path,
-                    Output.sop_instance_uid,
+        query = due_deliveries_query(now)
+        with write_transaction(self.engine) as conn:
+            rows = conn.execute(query).all()
+            if rows:
+                conn.execute(
+                    update(Delivery)
+                    .where(Delivery.id.in_([r.id for r in rows]))
+                    .values(next_attempt_at=now + timedelta(seconds=self.claim_seconds))
                 )
-                .join(Output, Output.id == Delivery.output_id)
-                .where(Delivery.state == DeliveryState.PENDING, Delivery.next_attempt_at <= now)
-                .order_by(Delivery.next_attempt_at, Delivery.id)
-            ).all()
         return [
             DueDelivery(
                 r.id, r.destination, r.attempts, self.outputs_root / r.path, r.sop_instance_uid
@@ -122,7 +152,7 @@ class Deliverer:
         """Send every due delivery; record each pair's outcome."""
         report = DeliveryReport()
         by_destination: dict[str, list[DueDelivery]] = defaultdict(list)
-        for item in self.due(now):
+        for item in self.claim_due(now):
             by_destination[item.destination].append(item)
         for name, items in by_destination.items():
             outcomes = self._send(name, items)

@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql
 
 from dicom_node.db.models import Delivery, DeliveryState, Output
-from dicom_node.deliver import Deliverer
+from dicom_node.deliver import Deliverer, due_deliveries_query
 from dicom_node.flow import NodeParts
 from dicom_node.queue import utcnow
 from dicom_node.stable import promote_stable_studies
@@ -139,3 +140,50 @@ def test_backoff_doubles_and_is_capped(tmp_path: Path) -> None:
         600,
         600,
     ]
+
+
+def test_two_deliverers_never_take_the_same_pair(
+    tmp_path: Path,
+    receiver: Callable[..., RunningReceiver],
+    make_instance: Callable[..., Path],
+    store_scu: Callable[..., Any],
+) -> None:
+    settings = build_node_settings(
+        tmp_path / "node",
+        routes=[
+            {
+                "name": "ct",
+                "pipelines": ["reporting_demo"],
+                "modality": ["CT"],
+                "destinations": ["x"],
+            }
+        ],
+        destinations=[{"name": "x", "host": "127.0.0.1", "port": free_port(), "ae_title": "X"}],
+        extra_pipelines=PIPELINES,
+    )
+    node = receiver(settings=settings)
+    assert store_scu(node.port, [make_instance("a.dcm")]).statuses == [0]
+    parts = NodeParts.open(settings)
+    promote_stable_studies(
+        parts.engine, parts.queue, settings.routes, 0, now=utcnow() + timedelta(seconds=1)
+    )
+    assert parts.worker().run_once() is not None
+
+    first, second = parts.deliverer(), NodeParts.open(settings).deliverer()
+    now = utcnow()
+    taken = first.claim_due(now)
+    assert len(taken) == 5
+    assert second.claim_due(now) == []  # claimed: invisible to the other deliverer
+
+    # The first deliverer dies before recording anything: after the claim period the
+    # pairs are due again, for anyone.
+    later = now + timedelta(seconds=first.claim_seconds + 1)
+    retaken = second.claim_due(later)
+    assert sorted(d.id for d in retaken) == sorted(d.id for d in taken)
+    assert all(d.attempts == 0 for d in retaken)
+    parts.engine.dispose()
+
+
+def test_the_postgresql_claim_skips_locked_rows() -> None:
+    sql = str(due_deliveries_query(utcnow()).compile(dialect=postgresql.dialect()))
+    assert sql.rstrip().endswith("FOR UPDATE OF deliveries SKIP LOCKED")
