@@ -13,9 +13,10 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql
 
 from dicom_node.db.models import Delivery, DeliveryState, Output
-from dicom_node.deliver import Deliverer, due_deliveries_query
+from dicom_node.deliver import Deliverer, due_deliveries_query, replay_dead
 from dicom_node.flow import NodeParts
 from dicom_node.queue import utcnow
+from dicom_node.settings import NodeSettings
 from dicom_node.stable import promote_stable_studies
 from tests.integration.conftest import RunningReceiver, build_node_settings
 from tests.peers import dciodvfy, find_tool, free_port
@@ -23,6 +24,37 @@ from tests.peers import dciodvfy, find_tool, free_port
 pytestmark = pytest.mark.timeout(120)
 
 PIPELINES = {"reporting_demo": "tests.support.pipelines:ReportingDemo"}
+
+
+def run_one_job(
+    settings: NodeSettings,
+    receiver: Callable[..., RunningReceiver],
+    make_instance: Callable[..., Path],
+    store_scu: Callable[..., Any],
+) -> NodeParts:
+    """A node with these settings receives one CT instance, the study is promoted and
+    ``reporting_demo`` runs: its outputs and deliveries are in the database."""
+    node = receiver(settings=settings)
+    assert store_scu(node.port, [make_instance("a.dcm")]).statuses == [0]
+    parts = NodeParts.open(settings)
+    report = promote_stable_studies(
+        parts.engine, parts.queue, settings.routes, 0, now=utcnow() + timedelta(seconds=1)
+    )
+    assert report.jobs_created == 1
+    outcome = parts.worker().run_once()
+    assert outcome is not None and outcome.state == "done", outcome
+    return parts
+
+
+def ct_route(*destinations: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": "ct",
+            "pipelines": ["reporting_demo"],
+            "modality": ["CT"],
+            "destinations": list(destinations),
+        }
+    ]
 
 
 def test_only_failed_pairs_are_retried_with_backoff(
@@ -34,14 +66,7 @@ def test_only_failed_pairs_are_retried_with_backoff(
     pacs = receiver(settings=build_node_settings(tmp_path / "pacs", ae_title="PACS"))
     settings = build_node_settings(
         tmp_path / "node",
-        routes=[
-            {
-                "name": "ct",
-                "pipelines": ["reporting_demo"],
-                "modality": ["CT"],
-                "destinations": ["pacs", "gone"],
-            }
-        ],
+        routes=ct_route("pacs", "gone"),
         destinations=[
             {"name": "pacs", "host": "127.0.0.1", "port": pacs.port, "ae_title": "PACS"},
             {"name": "gone", "host": "127.0.0.1", "port": free_port(), "ae_title": "GONE"},
@@ -49,17 +74,7 @@ def test_only_failed_pairs_are_retried_with_backoff(
         extra_pipelines=PIPELINES,
         delivery={"max_attempts": 3, "first_retry_seconds": 30, "max_retry_seconds": 600},
     )
-    node = receiver(settings=settings)
-    study = make_instance("a.dcm")
-    assert store_scu(node.port, [study]).statuses == [0]
-
-    parts = NodeParts.open(settings)
-    report = promote_stable_studies(
-        parts.engine, parts.queue, settings.routes, 0, now=utcnow() + timedelta(seconds=1)
-    )
-    assert report.jobs_created == 1
-    outcome = parts.worker().run_once()
-    assert outcome is not None and outcome.state == "done", outcome
+    parts = run_one_job(settings, receiver, make_instance, store_scu)
 
     with parts.engine.connect() as conn:
         outputs = conn.execute(select(Output.id, Output.path)).all()
@@ -119,7 +134,7 @@ def test_only_failed_pairs_are_retried_with_backoff(
 
     # A replay of one dead pair queues only that pair.
     one = rows("gone")[0].id
-    assert deliverer.replay([one]) == 1
+    assert replay_dead(parts.engine, [one]) == 1
     states = {r.id: r.state for r in rows("gone")}
     assert states.pop(one) == DeliveryState.PENDING
     assert set(states.values()) == {DeliveryState.DEAD}
@@ -150,24 +165,11 @@ def test_two_deliverers_never_take_the_same_pair(
 ) -> None:
     settings = build_node_settings(
         tmp_path / "node",
-        routes=[
-            {
-                "name": "ct",
-                "pipelines": ["reporting_demo"],
-                "modality": ["CT"],
-                "destinations": ["x"],
-            }
-        ],
+        routes=ct_route("x"),
         destinations=[{"name": "x", "host": "127.0.0.1", "port": free_port(), "ae_title": "X"}],
         extra_pipelines=PIPELINES,
     )
-    node = receiver(settings=settings)
-    assert store_scu(node.port, [make_instance("a.dcm")]).statuses == [0]
-    parts = NodeParts.open(settings)
-    promote_stable_studies(
-        parts.engine, parts.queue, settings.routes, 0, now=utcnow() + timedelta(seconds=1)
-    )
-    assert parts.worker().run_once() is not None
+    parts = run_one_job(settings, receiver, make_instance, store_scu)
 
     first, second = parts.deliverer(), NodeParts.open(settings).deliverer()
     now = utcnow()
