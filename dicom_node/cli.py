@@ -272,13 +272,11 @@ def cmd_deliveries(args: argparse.Namespace) -> int:
 
 
 def cmd_deliveries_retry(args: argparse.Namespace) -> int:
-    from dicom_node.flow import NodeParts
+    from dicom_node.deliver import replay_dead
 
     if bool(args.ids) == bool(args.all_dead):
         raise NodeError("give delivery IDs or --all-dead (one of the two)")
-    _engine(args)  # clear errors for a missing database before anything else
-    parts = NodeParts.open(_settings(args))
-    count = parts.deliverer().replay(None if args.all_dead else list(args.ids))
+    count = replay_dead(_engine(args), None if args.all_dead else list(args.ids))
     out.print(f"{count} dead deliver{'y' if count == 1 else 'ies'} queued again")
     if args.ids and count < len(args.ids):
         console.print("only dead deliveries are replayed; the others were left as they are")

@@ -243,22 +243,24 @@ class Deliverer:
                 .values(**values)
             )
 
-    # -- operators -------------------------------------------------------------------------
 
-    def replay(self, delivery_ids: list[int] | None = None) -> int:
-        """Queue dead deliveries again with fresh attempts: the given ids, or all dead ones."""
-        statement = (
-            update(Delivery)
-            .where(Delivery.state == DeliveryState.DEAD)
-            .values(state=DeliveryState.PENDING, attempts=0, next_attempt_at=utcnow())
-        )
-        with write_transaction(self.engine) as conn:
-            if delivery_ids is not None:
-                found = set(
-                    conn.execute(select(Delivery.id).where(Delivery.id.in_(delivery_ids))).scalars()
-                )
-                missing = sorted(set(delivery_ids) - found)
-                if missing:
-                    raise DeliveryNotFound(f"no delivery {', '.join(map(str, missing))}")
-                statement = statement.where(Delivery.id.in_(delivery_ids))
-            return int(conn.execute(statement).rowcount)
+def replay_dead(engine: Engine, delivery_ids: list[int] | None = None) -> int:
+    """Queue dead deliveries again with fresh attempts: the given ids, or all dead ones.
+
+    Return how many were queued; ``serve`` sends them in its next round.
+    """
+    statement = (
+        update(Delivery)
+        .where(Delivery.state == DeliveryState.DEAD)
+        .values(state=DeliveryState.PENDING, attempts=0, next_attempt_at=utcnow())
+    )
+    with write_transaction(engine) as conn:
+        if delivery_ids is not None:
+            found = set(
+                conn.execute(select(Delivery.id).where(Delivery.id.in_(delivery_ids))).scalars()
+            )
+            missing = sorted(set(delivery_ids) - found)
+            if missing:
+                raise DeliveryNotFound(f"no delivery {', '.join(map(str, missing))}")
+            statement = statement.where(Delivery.id.in_(delivery_ids))
+        return int(conn.execute(statement).rowcount)

@@ -33,7 +33,3 @@ class Retry(NodeError):
     def __init__(self, message: str, defer: float | None = None) -> None:
         super().__init__(message)
         self.defer = defer
-
-
-class PipelineNotFound(NodeError):
-    """No pipeline is registered under the requested name."""

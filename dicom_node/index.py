@@ -99,8 +99,9 @@ class IndexOutcome:
 
 
 def lookup_instance(engine: Engine, sop_instance_uid: str) -> int | None:
+    """The instance row's id, if the SOP Instance UID is indexed."""
     with engine.connect() as conn:
-        return conn.scalar(select(Instance.id).where(Instance.sop_instance_uid == sop_instance_uid))
+        return conn.scalar(_SELECT_INSTANCE, {"p_sop_uid": sop_instance_uid})
 
 
 def index_instance(

@@ -17,6 +17,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from dicom_node.output_uids import check_uid_root
+
 AE_TITLE_PATTERN = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # no backslash, no control chars
 
 
@@ -173,10 +175,11 @@ class OutputSettings(_Strict):
     @field_validator("uid_root")
     @classmethod
     def _root(cls, value: str) -> str:
-        if value != "2.25." and not re.fullmatch(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*\.", value):
+        if not value.endswith("."):
             raise ValueError(
                 f"{value!r} is not a UID root ending in '.', e.g. '1.2.826.0.1.3680043.10.999.'"
             )
+        check_uid_root(value)  # the digits and dots; InvalidUID is a ValueError
         if len(value) > 40:
             raise ValueError(
                 "uid_root is longer than 40 characters: derived UIDs would not fit in 64"
