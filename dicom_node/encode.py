@@ -14,11 +14,16 @@ into:
 * one **Secondary Capture image** per derived image: grayscale (MONOCHROME2, 8 or 16
   bits) or RGB, with the source images it was made from, Burned In Annotation and,
   where known, Pixel Spacing.
+* one **Grayscale Softcopy Presentation State** (GSPS) per presentation transform: it
+  references its one source image and tells a viewer to show it rotated (Image Rotation,
+  clockwise) and/or flipped (Image Horizontal Flip), the source's pixels untouched. The
+  source's grayscale display is carried over unchanged (see ``_Run.presentation_state``).
 
-SR and SC images go to two new series (SR and OT). Patient and study attributes are
-copied from the sources. All UIDs are derived from (source series, pipeline, model
-version, output kind, index) under the site's UID root (``dicom_node.output_uids``), so
-running the same model again gives the same objects and a new model version new ones.
+SR, SC images and presentation states go to three new series (SR, OT and PR). Patient
+and study attributes are copied from the sources. All UIDs are derived from (source
+series, pipeline, model version, output kind, index) under the site's UID root
+(``dicom_node.output_uids``), so running the same model again gives the same objects and
+a new model version new ones.
 
 ``write_output`` writes an encoded object as a Part 10 file, durably.
 
@@ -30,6 +35,7 @@ copying the real values in afterwards.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from collections.abc import Iterable, Sequence
@@ -56,17 +62,26 @@ from dicom_node.output_uids import (
 )
 from dicom_node.store import write_durably
 from dicom_node.uids import validate_uid
-from pipelines.contract import DerivedImage, Finding, Measurement, PipelineResult
+from pipelines.contract import (
+    DerivedImage,
+    Finding,
+    Measurement,
+    PipelineResult,
+    PresentationTransform,
+)
 
 logger = logging.getLogger(__name__)
 
-OutputKind = Literal["sr", "sc"]
+OutputKind = Literal["sr", "sc", "gsps"]
 
 MANUFACTURER = "dicom-node"
 #: Up to this many source instances the SR lists them in its image library (TID 1600,
 #: with their descriptors); above it the library is left out, because highdicom's
 #: descriptors cost ~30 ms per instance. The evidence sequence always lists them all.
 IMAGE_LIBRARY_LIMIT = 64
+#: Content Label of the presentation states (CS: A-Z, 0-9, space and underscore, at most
+#: 16 characters): what a viewer lists to choose between presentation states.
+GSPS_CONTENT_LABEL = "ORIENTATION"
 
 # Patient and study attributes highdicom reads from the reference dataset at build time;
 # they are emptied in the copy handed to highdicom and copied from the source after.
@@ -101,6 +116,16 @@ _FALLBACK_COPY_KEYWORDS = (
     "ReferringPhysicianIdentificationSequence",
 )
 _PIXEL_TAGS = {Tag("PixelData"), Tag("FloatPixelData"), Tag("DoubleFloatPixelData")}
+# The source's grayscale display: copied into a presentation state as they are, and kept
+# away from highdicom (whose own extraction handles only some of their forms).
+_MODALITY_LUT_KEYWORDS = ("RescaleIntercept", "RescaleSlope", "RescaleType", "ModalityLUTSequence")
+_VOI_LUT_KEYWORDS = (
+    "WindowCenter",
+    "WindowWidth",
+    "WindowCenterWidthExplanation",
+    "VOILUTFunction",
+    "VOILUTSequence",
+)
 _CHARSET_UTF8 = "ISO_IR 192"
 
 
@@ -165,7 +190,7 @@ def encode_result(
     uid_root: str,
     created_at: datetime | None = None,
 ) -> list[EncodedOutput]:
-    """The DICOM objects for ``result``: an SR (if anything to report), then SC images.
+    """The DICOM objects for ``result``: an SR (if anything to report), SC images, GSPS.
 
     ``sources`` are the source instances (headers are enough), in the order the
     pipeline saw them (``SeriesInput.files``), so ``Measurement.slice_index`` indexes
@@ -182,6 +207,8 @@ def encode_result(
         outputs.append(run.structured_report())
     for index, image in enumerate(result.derived_images):
         outputs.append(run.secondary_capture(index, image))
+    for index, transform in enumerate(result.presentation_transforms):
+        outputs.append(run.presentation_state(index, transform))
     logger.info(
         "encoded %d output(s) of %s %s for series %s: %s",
         len(outputs),
@@ -493,11 +520,7 @@ class _Run:
         )
         if image.patient_orientation is None:
             sc.PatientOrientation = []  # Type 2: empty, unknown
-        # General Series Laterality is Type 2C (paired body parts): the source's, or empty.
-        laterality = str(reference.get("Laterality") or reference.get("ImageLaterality") or "")
-        sc.Laterality = laterality if laterality in ("R", "L") else ""
-        if reference.get("BodyPartExamined"):
-            sc.BodyPartExamined = reference.BodyPartExamined
+        _copy_laterality_and_body_part(sc, reference)
         sc.DateOfSecondaryCapture = self.date
         sc.TimeOfSecondaryCapture = self.time
         sc.BurnedInAnnotation = "YES" if image.burned_in_text else "NO"
@@ -512,7 +535,74 @@ class _Run:
         self._finish(sc, reference, texts)
         return EncodedOutput("sc", sc, str(sc.SOPClassUID), sop_uid, series_uid, image.description)
 
-    # -- both
+    # -- GSPS
+
+    def presentation_state(self, index: int, transform: PresentationTransform) -> EncodedOutput:
+        """A GSPS that shows one source image rotated and/or flipped.
+
+        The display of the source is kept as it is apart from the spatial transformation:
+        the source's rescale (or Modality LUT Sequence) becomes the Modality LUT module;
+        its window centre/width values (with explanation and VOI LUT Function) and/or VOI
+        LUT Sequence become the one Softcopy VOI LUT item, which applies to the one image
+        referenced; the Presentation LUT Shape is the source's (IDENTITY or INVERSE) or,
+        where the source has none, INVERSE for MONOCHROME1 and IDENTITY for MONOCHROME2,
+        since a presentation state's Presentation LUT replaces the inversion that
+        MONOCHROME1 implies. A source without a window has no Softcopy VOI LUT module
+        (the identity VOI transformation).
+
+        The Displayed Area is the whole image (scale to fit), in the image's own pixel
+        coordinates; as PS3.3 C.10.4 defines them, its top left and bottom right hand
+        corners are the pixels that end up top left and bottom right *after* the spatial
+        transformation, so for a rotation or flip they are other corners of the image.
+        """
+        what = f"presentation transform {index + 1}"
+        source = self._source_for(transform.source_sop_instance_uid, None, what)
+        assert source is not None  # a transform always names its source
+        _check_grayscale(source, what)
+        texts: list[str] = [transform.description, self.device.manufacturer]
+        kwargs = self._common_kwargs("presentation", texts)
+        # The GSPS IOD has no General Image module: no Content Date and Time.
+        kwargs.pop("content_date", None)
+        kwargs.pop("content_time", None)
+        series_uid = self._series_uid("gsps")
+        sop_uid = self._instance_uid("gsps", index)
+        reference = _blank_copy(source)
+        for keyword in (*_MODALITY_LUT_KEYWORDS, *_VOI_LUT_KEYWORDS):
+            if keyword in reference:
+                del reference[keyword]
+        gsps = hd.pr.GrayscaleSoftcopyPresentationState(
+            referenced_images=[reference],
+            series_instance_uid=series_uid,
+            series_number=self._series_number(series_uid),
+            sop_instance_uid=sop_uid,
+            instance_number=index + 1,
+            manufacturer=self.device.manufacturer,
+            device_serial_number=None,  # type: ignore[arg-type]  # Type 3: not sent
+            content_label=GSPS_CONTENT_LABEL,
+            content_description=transform.description,
+            presentation_lut_transformation=hd.PresentationLUTTransformation(
+                presentation_lut_shape=_presentation_lut_shape(source)
+            ),
+            transfer_syntax_uid=ExplicitVRLittleEndian,
+            **kwargs,
+        )
+        # Set here, not through highdicom: its person-name check refuses a PN without a
+        # caret, and an AE title has none.
+        gsps.ContentCreatorName = f"{self.device.ae_title}^"
+        gsps.PresentationCreationDate = self.date
+        gsps.PresentationCreationTime = self.time
+        # Spatial Transformation module (PS3.3 C.10.6): rotation first, then the flip.
+        gsps.ImageRotation = transform.rotation_deg
+        gsps.ImageHorizontalFlip = "Y" if transform.horizontal_flip else "N"
+        gsps.DisplayedAreaSelectionSequence = [_displayed_area(source, transform)]
+        _copy_laterality_and_body_part(gsps, source)
+        _copy_display(gsps, source)
+        self._finish(gsps, source, texts)
+        return EncodedOutput(
+            "gsps", gsps, str(gsps.SOPClassUID), sop_uid, series_uid, transform.description
+        )
+
+    # -- all
 
     def _finish(self, ds: hd.SOPClass, reference: Dataset, texts: list[str]) -> None:
         _copy_patient_and_study(ds, reference)
@@ -572,6 +662,109 @@ def _copy_patient_and_study(target: hd.SOPClass, source: Dataset) -> None:
             setattr(target, keyword, None)
 
 
+def _copy_laterality_and_body_part(target: Dataset, source: Dataset) -> None:
+    """General Series Laterality (Type 2C, paired body parts: the source's, or empty) and
+    Body Part Examined from the source."""
+    laterality = str(source.get("Laterality") or source.get("ImageLaterality") or "")
+    target.Laterality = laterality if laterality in ("R", "L") else ""
+    if source.get("BodyPartExamined"):
+        target.BodyPartExamined = source.BodyPartExamined
+
+
+def _check_grayscale(source: Dataset, what: str) -> None:
+    """Refuse a source a grayscale presentation state cannot show."""
+    photometric = str(source.get("PhotometricInterpretation", ""))
+    if photometric not in ("MONOCHROME1", "MONOCHROME2") or source.get("SamplesPerPixel") != 1:
+        raise EncodeError(
+            f"{what}: instance {source.SOPInstanceUID} is not a grayscale image "
+            f"(Photometric Interpretation {photometric or 'absent'})"
+        )
+    if not source.get("Rows") or not source.get("Columns"):
+        raise EncodeError(f"{what}: instance {source.SOPInstanceUID} has no Rows or Columns")
+
+
+def _presentation_lut_shape(source: Dataset) -> str:
+    """IDENTITY or INVERSE, so that the presentation state keeps the source's polarity."""
+    shape = str(source.get("PresentationLUTShape", ""))
+    if shape in ("IDENTITY", "INVERSE"):
+        return shape
+    return "INVERSE" if source.PhotometricInterpretation == "MONOCHROME1" else "IDENTITY"
+
+
+def _displayed_area_corners(
+    rows: int, columns: int, rotation: int, flip: bool
+) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Top left and bottom right hand corners, (column, row), of the whole image.
+
+    They are pixels of the image before the spatial transformation (1\\1 is its first
+    pixel) that are shown top left and bottom right after it: a clockwise rotation by k
+    quarter turns shows at each corner of the screen the image corner k places
+    counter-clockwise of it, and a flip after it swaps left and right.
+    """
+    clockwise = ((1, 1), (columns, 1), (columns, rows), (1, rows))  # TL, TR, BR, BL
+    turns = rotation // 90
+    top_left = clockwise[((1 if flip else 0) - turns) % 4]
+    bottom_right = clockwise[((3 if flip else 2) - turns) % 4]
+    return top_left, bottom_right
+
+
+def _displayed_area(source: Dataset, transform: PresentationTransform) -> Dataset:
+    """The one Displayed Area Selection item: the whole image, scaled to fit."""
+    top_left, bottom_right = _displayed_area_corners(
+        int(source.Rows), int(source.Columns), transform.rotation_deg, transform.horizontal_flip
+    )
+    item = Dataset()
+    item.DisplayedAreaTopLeftHandCorner = list(top_left)
+    item.DisplayedAreaBottomRightHandCorner = list(bottom_right)
+    item.PresentationSizeMode = "SCALE TO FIT"
+    # The shape of the source's pixels, before the spatial transformation.
+    spacing = source.get("PixelSpacing")
+    if source.get("PixelAspectRatio"):
+        item.PresentationPixelAspectRatio = [int(v) for v in source.PixelAspectRatio]
+    elif spacing and len(spacing) == 2 and float(spacing[0]) != float(spacing[1]):
+        item.PresentationPixelSpacing = list(spacing)
+    else:
+        item.PresentationPixelAspectRatio = [1, 1]
+    return item
+
+
+def _copy_elements(target: Dataset, source: Dataset, keywords: Iterable[str]) -> None:
+    """The elements of ``source`` named ``keywords`` that have a value, copied into ``target``."""
+    for keyword in keywords:
+        if source.get(keyword) not in (None, ""):
+            element = source[keyword]
+            target.add(pydicom.DataElement(element.tag, element.VR, copy.deepcopy(element.value)))
+
+
+def _copy_display(target: Dataset, source: Dataset) -> None:
+    """The source's Modality LUT and VOI LUT into the presentation state, values unchanged.
+
+    A Modality LUT Sequence wins over rescale values (as pydicom applies them; an image
+    should not have both). A rescale without Rescale Type (a CT image, say) gets the one
+    the presentation state needs (Type 1): HU for CT, US (unspecified) otherwise.
+    """
+    if source.get("ModalityLUTSequence"):
+        _copy_elements(target, source, ["ModalityLUTSequence"])
+    elif source.get("RescaleIntercept") is not None and source.get("RescaleSlope") is not None:
+        _copy_elements(target, source, ["RescaleIntercept", "RescaleSlope", "RescaleType"])
+        if "RescaleType" not in target:
+            target.RescaleType = "HU" if source.get("Modality") == "CT" else "US"
+    voi = Dataset()
+    _copy_elements(voi, source, _VOI_LUT_KEYWORDS)
+    has_window = "WindowCenter" in voi and "WindowWidth" in voi
+    if not has_window:  # half a window, or a function without one: nothing to apply
+        for keyword in (
+            "WindowCenter",
+            "WindowWidth",
+            "WindowCenterWidthExplanation",
+            "VOILUTFunction",
+        ):
+            if keyword in voi:
+                del voi[keyword]
+    if has_window or "VOILUTSequence" in voi:
+        target.SoftcopyVOILUTSequence = [voi]
+
+
 def _source_image_item(source: Dataset) -> Dataset:
     item = Dataset()
     item.ReferencedSOPClassUID = source.SOPClassUID
@@ -584,6 +777,7 @@ __all__ = [
     "DeviceIdentity",
     "EncodeError",
     "EncodedOutput",
+    "GSPS_CONTENT_LABEL",
     "OutputKind",
     "encode_result",
     "read_source_headers",

@@ -61,7 +61,7 @@ def derive_uid(uid_root: str, *parts: str) -> str:
 def output_series_uid(
     uid_root: str, source_series_uid: str, pipeline: str, model_version: str, kind: str
 ) -> str:
-    """SeriesInstanceUID of the ``kind`` ("sr", "sc") output series of a pipeline run."""
+    """SeriesInstanceUID of the ``kind`` ("sr", "sc", "gsps") output series of a pipeline run."""
     return derive_uid(uid_root, "series", source_series_uid, pipeline, model_version, kind)
 
 

@@ -12,6 +12,7 @@ from pipelines.contract import (
     ModelIdentity,
     Pipeline,
     PipelineResult,
+    PresentationTransform,
     SeriesInput,
 )
 from pipelines.registry import PipelineRegistry, PipelineUnavailable
@@ -27,5 +28,6 @@ __all__ = [
     "PipelineRegistry",
     "PipelineResult",
     "PipelineUnavailable",
+    "PresentationTransform",
     "SeriesInput",
 ]

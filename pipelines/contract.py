@@ -3,8 +3,9 @@
 A pipeline is any object with a ``name`` and a ``run(series) -> PipelineResult``
 method; ``isinstance(obj, Pipeline)`` checks it at load time. Encoding results as
 DICOM belongs to ``dicom_node``, not to the pipelines: a result says *what* was found
-(values with UCUM units and coded concepts, qualitative findings, derived pictures) and
-the node turns it into a Structured Report and Secondary Capture images.
+(values with UCUM units and coded concepts, qualitative findings, derived pictures, how to
+show a source image) and the node turns it into a Structured Report, Secondary Capture
+images and presentation states.
 
 The value types validate themselves when they are made, so a pipeline that returns
 something the node cannot encode fails at once, in the pipeline, with a clear message.
@@ -205,14 +206,60 @@ class DerivedImage:
         return self.pixels.ndim == 3
 
 
+#: Clockwise rotations a presentation state can show (DICOM Image Rotation, PS3.3 C.10.6).
+PRESENTATION_ROTATIONS = (0, 90, 180, 270)
+
+
+@dataclass(frozen=True)
+class PresentationTransform:
+    """Show a source image rotated and/or flipped, its pixels untouched (written as a GSPS).
+
+    ``rotation_deg`` is clockwise, as DICOM Image Rotation: 0, 90, 180 or 270.
+    ``horizontal_flip`` mirrors left and right *after* the rotation (DICOM Image Horizontal
+    Flip); a vertical flip is a 180 degree rotation with a horizontal flip.
+    ``description`` becomes the presentation state's Content Description (LO: at most 64
+    characters, no backslash or control characters). The node keeps the source's
+    grayscale display (rescale, window, polarity) as it is.
+    """
+
+    source_sop_instance_uid: str
+    rotation_deg: int
+    horizontal_flip: bool = False
+    description: str = "Film shown upright"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.source_sop_instance_uid, str):
+            raise TypeError("a presentation transform needs a source SOP Instance UID")
+        _check_uid(self.source_sop_instance_uid, "presentation transform source")
+        if (
+            isinstance(self.rotation_deg, bool)
+            or not isinstance(self.rotation_deg, numbers.Integral)
+            or self.rotation_deg not in PRESENTATION_ROTATIONS
+        ):
+            raise ValueError(
+                f"rotation_deg must be one of {PRESENTATION_ROTATIONS}, not {self.rotation_deg!r}"
+            )
+        object.__setattr__(self, "rotation_deg", int(self.rotation_deg))
+        if not isinstance(self.horizontal_flip, bool):
+            raise TypeError("horizontal_flip must be True or False")
+        text = self.description
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError("a presentation transform needs a description")
+        if len(text) > 64 or "\\" in text or any(ord(c) < 32 or ord(c) == 127 for c in text):
+            raise ValueError(
+                f"description {text!r} must be at most 64 characters, without backslash or "
+                "control characters (DICOM LO)"
+            )
+
+
 @dataclass(frozen=True)
 class PipelineResult:
     """What a pipeline returns for one series.
 
     ``pipeline`` and ``model_version`` (with ``weights_sha256``) identify the model;
     ``model`` gives them as one ``ModelIdentity``. ``summary`` is free-form JSON for the
-    results log; ``measurements``, ``findings`` and ``derived_images`` go back to the
-    PACS as DICOM.
+    results log; ``measurements``, ``findings``, ``derived_images`` and
+    ``presentation_transforms`` go back to the PACS as DICOM.
     """
 
     pipeline: str
@@ -222,13 +269,16 @@ class PipelineResult:
     findings: tuple[Finding, ...] = ()
     derived_images: tuple[DerivedImage, ...] = ()
     weights_sha256: str | None = None
+    presentation_transforms: tuple[PresentationTransform, ...] = ()
 
     def __post_init__(self) -> None:
         # Lists are accepted for convenience and frozen into tuples.
-        for name in ("measurements", "findings", "derived_images"):
+        for name in ("measurements", "findings", "derived_images", "presentation_transforms"):
             value = getattr(self, name)
             if not isinstance(value, tuple):
                 object.__setattr__(self, name, tuple(value))
+        if not all(isinstance(t, PresentationTransform) for t in self.presentation_transforms):
+            raise TypeError("presentation_transforms must be PresentationTransform values")
         _ = self.model  # validates pipeline, version and checksum
 
     @property
@@ -244,6 +294,7 @@ class PipelineResult:
         measurements: tuple[Measurement, ...] = (),
         findings: tuple[Finding, ...] = (),
         derived_images: tuple[DerivedImage, ...] = (),
+        presentation_transforms: tuple[PresentationTransform, ...] = (),
     ) -> PipelineResult:
         return cls(
             pipeline=model.pipeline,
@@ -253,6 +304,7 @@ class PipelineResult:
             findings=findings,
             derived_images=derived_images,
             weights_sha256=model.weights_sha256,
+            presentation_transforms=presentation_transforms,
         )
 
 
