@@ -78,8 +78,15 @@ class NodeParts:
         )
 
     def worker(self) -> Worker:
-        registry = PipelineRegistry(self.settings.extra_pipelines)
-        return Worker(self.engine, self.queue, self.store, registry, outputs=self.output_plan())
+        registry = PipelineRegistry(self.settings.extra_pipelines, self.settings.pipeline_options)
+        return Worker(
+            self.engine,
+            self.queue,
+            self.store,
+            registry,
+            outputs=self.output_plan(),
+            model_dir=self.settings.model_dir,
+        )
 
 
 @dataclass

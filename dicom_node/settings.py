@@ -242,6 +242,10 @@ class NodeSettings(BaseSettings):
     extra_pipelines: dict[str, str] = Field(
         default_factory=dict, description='site pipelines: name = "package.module:attribute"'
     )
+    pipeline_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="keyword arguments for a pipeline, e.g. [pipeline_options.hand_orientation]",
+    )
 
     _ae = field_validator("ae_title")(_check_ae_title)
 
@@ -261,6 +265,19 @@ class NodeSettings(BaseSettings):
                 raise ValueError(
                     f"route {route.name!r} names unknown destination(s) {', '.join(unknown)}"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _options_name_known_pipelines(self) -> NodeSettings:
+        from pipelines.registry import BUILTIN_PIPELINES
+
+        known = set(BUILTIN_PIPELINES) | set(self.extra_pipelines)
+        unknown = sorted(set(self.pipeline_options) - known)
+        if unknown:
+            raise ValueError(
+                f"pipeline_options for unknown pipeline(s) {', '.join(unknown)} "
+                f"(known: {', '.join(sorted(known))})"
+            )
         return self
 
     @classmethod

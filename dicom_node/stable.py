@@ -9,15 +9,14 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, Engine, select, update
 
 from dicom_node.db.engine import write_transaction
-from dicom_node.db.models import ModelVersion, Series, Study, StudyState
+from dicom_node.db.models import Series, Study, StudyState
 from dicom_node.index import count_instances
+from dicom_node.model_registry import active_model_version
 from dicom_node.queue import JobKey, JobQueue, utcnow
 from dicom_node.route import SeriesHeader, route_series
 from dicom_node.settings import RouteRule
 
 logger = logging.getLogger(__name__)
-
-NO_MODEL = "none"  # model_version of jobs for pipelines with no registered model
 
 
 @dataclass
@@ -25,15 +24,6 @@ class StableReport:
     studies: list[str] = field(default_factory=list)
     jobs_created: int = 0
     unrouted_series: int = 0
-
-
-def active_model_version(conn: Connection, pipeline: str) -> str:
-    version = conn.scalar(
-        select(ModelVersion.version).where(
-            ModelVersion.pipeline == pipeline, ModelVersion.active.is_(True)
-        )
-    )
-    return version or NO_MODEL
 
 
 def promote_stable_studies(

@@ -31,9 +31,11 @@ from dicom_node.encode import (
     write_output,
 )
 from dicom_node.errors import Retry
+from dicom_node.model_registry import resolve_model
 from dicom_node.queue import ClaimedJob, JobQueue, LeaseLost, utcnow
 from dicom_node.store import DurableStore
 from pipelines import PipelineRegistry, PipelineResult, PipelineUnavailable, SeriesInput
+from pipelines.errors import ModelMissing, PipelineInputError
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +103,7 @@ class Worker:
         registry: PipelineRegistry,
         owner: str | None = None,
         outputs: OutputPlan | None = None,
+        model_dir: Path | None = None,
     ) -> None:
         self.engine = engine
         self.queue = queue
@@ -108,6 +111,7 @@ class Worker:
         self.registry = registry
         self.owner = owner or default_owner()
         self.outputs = outputs
+        self.model_dir = model_dir
 
     def run_forever(self, stop: threading.Event) -> None:
         logger.info("worker %s polling for jobs", self.owner)
@@ -132,7 +136,8 @@ class Worker:
             pipeline = self.registry.get(job.pipeline)
             result = pipeline.run(series)
             written = self._write_outputs(result, series)
-        except (PipelineUnavailable, EncodeError) as exc:  # a setup or pipeline bug: final
+        except (PipelineUnavailable, EncodeError, ModelMissing, PipelineInputError) as exc:
+            # A setup problem, a pipeline bug or an unusable series: retrying changes nothing.
             failure = (str(exc), False, None)
         except Retry as exc:
             failure = (str(exc), True, exc.defer)
@@ -181,12 +186,18 @@ class Worker:
                 .scalars()
                 .all()
             )
+            model = (
+                None
+                if self.model_dir is None
+                else resolve_model(conn, job.pipeline, job.model_version, self.model_dir)
+            )
         return SeriesInput(
             study_instance_uid=series.study_instance_uid,
             series_instance_uid=series.series_instance_uid,
             modality=series.modality,
             files=tuple(self.store.resolve(p) for p in paths),
-            model_version=job.model_version,
+            model_version=job.model_version if model is None else model.version,
+            model_dir=None if model is None else model.folder,
         )
 
     def _write_outputs(self, result: PipelineResult, series: SeriesInput) -> list[WrittenOutput]:

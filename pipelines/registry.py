@@ -2,8 +2,9 @@
 
 Built-in pipelines are listed in ``BUILTIN_PIPELINES`` as ``"package.module:attribute"``;
 a site adds its own through the node's ``extra_pipelines`` setting. The attribute is a
-class or factory called with no arguments, or an object; the result must satisfy the
-``Pipeline`` protocol.
+class or factory, called with the pipeline's options (the node's ``pipeline_options``
+setting) as keyword arguments, or an object (which takes no options); the result must
+satisfy the ``Pipeline`` protocol.
 """
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ from __future__ import annotations
 import importlib
 import threading
 from collections.abc import Mapping
+from typing import Any
 
 from pipelines.contract import Pipeline
 
-# The real pipelines (hand_orientation, bone_age, ct_body_part, mura_abnormality,
-# xray_triage) are added here as their issues land.
-BUILTIN_PIPELINES: dict[str, str] = {}
+# The other pipelines (bone_age, ct_body_part, mura_abnormality, xray_triage) are added
+# here as their issues land.
+BUILTIN_PIPELINES: dict[str, str] = {
+    "hand_orientation": "pipelines.hand_orientation:HandOrientation",
+}
 
 
 class PipelineUnavailable(LookupError):
@@ -24,8 +28,13 @@ class PipelineUnavailable(LookupError):
 
 
 class PipelineRegistry:
-    def __init__(self, extra: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        extra: Mapping[str, str] | None = None,
+        options: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
         self._targets = {**BUILTIN_PIPELINES, **(extra or {})}
+        self._options = {name: dict(values) for name, values in (options or {}).items()}
         self._loaded: dict[str, Pipeline] = {}
         self._lock = threading.Lock()
 
@@ -58,8 +67,18 @@ class PipelineRegistry:
             raise PipelineUnavailable(
                 f"pipeline {name!r}: {module_name} has no {attribute}"
             ) from exc
+        options = self._options.get(name, {})
         if isinstance(factory, type) or (callable(factory) and not isinstance(factory, Pipeline)):
-            pipeline = factory()
+            try:
+                pipeline = factory(**options)
+            except (TypeError, ValueError) as exc:
+                raise PipelineUnavailable(
+                    f"pipeline {name!r}: options {sorted(options)} are not accepted: {exc}"
+                ) from exc
+        elif options:
+            raise PipelineUnavailable(
+                f"pipeline {name!r}: {target} is an object; it takes no options"
+            )
         else:
             pipeline = factory
         if not isinstance(pipeline, Pipeline):

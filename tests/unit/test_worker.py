@@ -209,7 +209,7 @@ def test_unknown_pipeline_fails_at_once(
     job = job_row(engine, job_id)
     assert (job.state, job.attempts) == (JobState.FAILED, 1)
     assert "no pipeline named 'no_such_pipeline'" in job.last_error
-    assert "known: always_retry, broken, lease_thief, series_stats" in job.last_error
+    assert "known: always_retry, broken, hand_orientation, lease_thief, series_stats" in job.last_error
     assert worker.run_once() is None
 
 
@@ -263,7 +263,12 @@ def test_a_worker_runs_jobs_in_order(
 
 
 def test_registry_names_are_sorted() -> None:
-    assert PipelineRegistry(TEST_PIPELINES).names() == ["always_retry", "broken", "series_stats"]
+    assert PipelineRegistry(TEST_PIPELINES).names() == [
+        "always_retry",
+        "broken",
+        "hand_orientation",
+        "series_stats",
+    ]
 
 
 def test_registry_loads_once_and_meets_the_contract(registry: PipelineRegistry) -> None:
@@ -280,7 +285,9 @@ def test_registry_accepts_classes_factories_and_objects(attribute: str) -> None:
 
 
 def test_registry_without_the_name() -> None:
-    with pytest.raises(PipelineUnavailable, match=r"no pipeline named 'x' \(known: broken\)"):
+    with pytest.raises(
+        PipelineUnavailable, match=r"no pipeline named 'x' \(known: broken, hand_orientation\)"
+    ):
         PipelineRegistry({"broken": TEST_PIPELINES["broken"]}).get("x")
 
 
