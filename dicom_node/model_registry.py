@@ -23,11 +23,16 @@ from dicom_node.db.engine import write_transaction
 from dicom_node.db.models import ModelVersion
 from dicom_node.errors import NodeError
 from dicom_node.store import fsync_dir
-from pipelines.model_store import ModelCard, ModelStoreError, read_model_card
+from pipelines.model_store import (
+    NO_MODEL_VERSION,
+    ModelCard,
+    ModelStoreError,
+    read_model_card,
+)
 
 logger = logging.getLogger(__name__)
 
-NO_MODEL = "none"  # model_version of jobs for pipelines with no registered model
+NO_MODEL = NO_MODEL_VERSION  # model_version of jobs for pipelines with no registered model
 
 MODEL_FIELDS = (
     "pipeline",

@@ -31,6 +31,8 @@ from typing import Any
 CARD_FILE = "model.json"
 WEIGHTS_FILE = "weights.pt"
 FORMAT_VERSION = 1
+#: The version the node records for a job whose pipeline had no model; no model may use it.
+NO_MODEL_VERSION = "none"
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -104,6 +106,8 @@ class ModelCard:
 
 def check_version(version: str) -> str:
     """A model version is 1–64 characters of letters, digits, ``.``, ``_`` and ``-``."""
+    if version.lower() == NO_MODEL_VERSION:
+        raise ModelStoreError(f"model version {version!r} is reserved (it marks 'no model')")
     if not _VERSION.fullmatch(version):
         raise ModelStoreError(
             f"model version {version!r} must be 1-64 letters, digits, '.', '_' or '-', "
