@@ -134,11 +134,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     from dicom_node.db import migrate
-    from dicom_node.db.engine import make_engine
 
-    settings = _settings(args)
-    engine = make_engine(settings.database_url)
-    migrate.upgrade(engine)
+    engine = _migrated_engine(_settings(args))
     out.print(f"database at revision {migrate.current_revision(engine)}")
     return EXIT_OK
 
@@ -367,6 +364,134 @@ def cmd_send(args: argparse.Namespace) -> int:
     return EXIT_OK if not report.failed else EXIT_FAILURE
 
 
+# -- models -----------------------------------------------------------------------------------
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    from dicom_node.model_registry import MODEL_FIELDS, list_models
+
+    rows = list_models(_engine(args), args.pipeline)
+    for row in rows:
+        row["active"] = "yes" if row["active"] else ""
+        row["sha256"] = row["sha256"] if args.format != "table" else row["sha256"][:12]
+    _render(
+        rows,
+        args.format,
+        ["pipeline", "version", "active", "created_at", "sha256", "metrics"],
+        "Models",
+        MODEL_FIELDS,
+    )
+    return EXIT_OK
+
+
+def _migrated_engine(settings: NodeSettings) -> Any:
+    """The database, created or brought up to date first (for commands that write to it)."""
+    from dicom_node.db import migrate
+    from dicom_node.db.engine import make_engine
+
+    engine = make_engine(settings.database_url)
+    migrate.upgrade(engine)
+    return engine
+
+
+def cmd_models_import(args: argparse.Namespace) -> int:
+    from dicom_node.model_registry import import_model
+
+    settings = _settings(args)
+    engine = _migrated_engine(settings)
+    card = import_model(engine, args.folder, settings.model_dir, activate=args.activate)
+    state = "active" if args.activate else "not active: `dicom-node models activate`"
+    out.print(f"{card.pipeline} {card.version} imported into {settings.model_dir} ({state})")
+    return EXIT_OK
+
+
+def cmd_models_activate(args: argparse.Namespace) -> int:
+    from dicom_node.model_registry import activate_model
+
+    activate_model(_engine(args), args.pipeline, args.version)
+    out.print(f"{args.pipeline} {args.version} is active; new jobs use it")
+    return EXIT_OK
+
+
+# -- training and the demo ----------------------------------------------------------------------
+
+
+def cmd_train_hand_orientation(args: argparse.Namespace) -> int:
+    import torch
+
+    from dicom_node.model_registry import import_model
+    from training.hand_orientation import TrainConfig, preset, train_orientation
+
+    settings = _settings(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    chosen = {
+        "data_dir": args.data,
+        "labels_csv": args.labels,
+        "synthetic_films": args.synthetic,
+        "architecture": args.arch,
+        "resize": args.resize,
+        "crop": args.crop,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "lr_schedule": args.lr_schedule,
+        "time_limit_s": args.time_limit,
+        "fine_tune": args.fine_tune,
+        "init_weights": args.init,
+        "val_fraction": args.val_fraction,
+        "seed": args.seed,
+        "version": args.version,
+        "out_dir": args.out or settings.model_dir / "hand_orientation",
+    }
+    overrides = {key: value for key, value in chosen.items() if value is not None}
+    config = TrainConfig(**overrides) if args.preset is None else preset(args.preset, **overrides)
+    trained = train_orientation(config)
+    report = trained.report
+    out.print(
+        f"model {trained.card.version} in {trained.folder}: MAE {report.mae_deg:.2f}°, "
+        f"{report.within_4deg_pct:.1f} % within ±4°, four-way accuracy "
+        f"{report.quadrant_accuracy_pct:.1f} % ({report.films} held-out films)"
+    )
+    if args.register:
+        card = import_model(
+            _migrated_engine(settings), trained.folder, settings.model_dir, activate=args.activate
+        )
+        state = "and active" if args.activate else "(activate: `dicom-node models activate`)"
+        out.print(f"registered {card.pipeline} {card.version} {state}")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from dicom_node.demo import DemoOptions, run_demo
+    from dicom_node.flow import spawn_context
+
+    if args.log_level == "INFO":  # the demo speaks through its own progress and tables
+        logging.getLogger().setLevel(logging.WARNING)
+    context = spawn_context()
+
+    def spawn(settings: NodeSettings) -> Any:
+        return context.Process(
+            target=worker_process_main,
+            args=(settings, "WARNING", os.getpid()),
+            name="worker",
+            daemon=False,
+        )
+
+    options = DemoOptions(
+        workdir=args.workdir,
+        studies=args.studies,
+        seed=args.seed,
+        film_scale=args.film_scale,
+        use_orthanc=args.orthanc,
+        training_preset=args.preset,
+        keep_running=args.keep_running,
+        timeout_seconds=args.timeout,
+    )
+    run_demo(options, console, spawn)
+    return EXIT_OK
+
+
 # -- parser -----------------------------------------------------------------------------------------
 
 
@@ -449,6 +574,78 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pipeline")
     p.add_argument("--since", type=_parse_since, help="ISO date or date-time (UTC unless given)")
     p.set_defaults(func=cmd_results)
+
+    models = sub.add_parser("models", help="the model store: list, import, activate")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    p = models_sub.add_parser("list", parents=[common, fmt], help="registered model versions")
+    p.add_argument("--pipeline")
+    p.set_defaults(func=cmd_models_list)
+    p = models_sub.add_parser(
+        "import", parents=[common], help="copy a model folder into the store and register it"
+    )
+    p.add_argument("folder", type=Path)
+    p.add_argument("--activate", action="store_true", help="make it the active version")
+    p.set_defaults(func=cmd_models_import)
+    p = models_sub.add_parser(
+        "activate", parents=[common], help="make a registered version the one new jobs use"
+    )
+    p.add_argument("pipeline")
+    p.add_argument("version")
+    p.set_defaults(func=cmd_models_activate)
+
+    train = sub.add_parser("train", help="train a pipeline's model").add_subparsers(
+        dest="train_command", required=True
+    )
+    p = train.add_parser(
+        "hand_orientation",
+        parents=[common],
+        help="orientation regression (paper 000) from DICOM films or synthetic ones",
+        description="Train from --data DIR (films assumed upright: self-supervised), "
+        "--labels CSV (file or sop_instance_uid, angle_deg) or --synthetic N. The model "
+        "folder goes into the store and is registered (--activate makes new jobs use it).",
+    )
+    p.add_argument("--preset", help="paper | demo | smoke (default: ResNet-50 from random weights)")
+    p.add_argument("--data", type=Path, help="folder of DICOM films")
+    p.add_argument("--labels", type=Path, help="CSV: file or sop_instance_uid, angle_deg")
+    p.add_argument("--synthetic", type=int, help="train on N synthetic hand films")
+    p.add_argument("--arch", help="resnet50 (the paper's), resnet18 or resnet10")
+    p.add_argument("--resize", type=int)
+    p.add_argument("--crop", type=int)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--lr-schedule", choices=["constant", "cosine"])
+    p.add_argument("--time-limit", type=float, help="stop training after this many seconds")
+    p.add_argument("--fine-tune", choices=["conv5", "fc", "all"])
+    p.add_argument("--init", type=Path, help="torchvision-style ResNet state dict (local file)")
+    p.add_argument("--val-fraction", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--version")
+    p.add_argument("--out", type=Path, help="parent folder of the model folder")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--no-register", dest="register", action="store_false")
+    p.add_argument("--activate", action="store_true")
+    p.set_defaults(func=cmd_train_hand_orientation)
+
+    p = sub.add_parser(
+        "demo",
+        parents=[common],
+        help="synthetic hand studies through a local Orthanc and the node, end to end",
+    )
+    p.add_argument("--workdir", type=Path, default=Path("var/demo"))
+    p.add_argument("--studies", type=int, default=4)
+    p.add_argument("--seed", type=int, default=2026)
+    p.add_argument("--film-scale", type=float, default=1.0, help="1.0: the paper's detector sizes")
+    p.add_argument(
+        "--orthanc",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="use a local Orthanc as the PACS (default: when installed)",
+    )
+    p.add_argument("--preset", default="demo", help="training preset when no model is active")
+    p.add_argument("--keep-running", action="store_true")
+    p.add_argument("--timeout", type=float, default=900.0)
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("echo", parents=[common], help="C-ECHO a DICOM peer")
     p.add_argument("target", metavar="HOST:PORT")

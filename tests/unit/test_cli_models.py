@@ -307,3 +307,53 @@ def test_models_needs_a_subcommand(node: Node, capsys: pytest.CaptureFixture[str
         cli.main(["models"])
     assert info.value.code == 2
     assert "models" in capsys.readouterr().err
+
+
+# -- train ----------------------------------------------------------------------------------------
+
+
+def test_train_writes_registers_and_activates_a_loadable_model(
+    node: Node, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pipelines.hand_orientation.model import load_model
+
+    code, out, err = run(
+        capsys,
+        "train",
+        "hand_orientation",
+        "--config",
+        str(node.config),
+        "--synthetic",
+        "48",
+        "--arch",
+        "resnet10",
+        "--resize",
+        "32",
+        "--crop",
+        "28",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--version",
+        "tiny-1",
+        "--activate",
+    )
+    assert code == 0, err
+    assert "registered hand_orientation tiny-1 and active" in flat(out)
+    folder = node.model_dir / PIPELINE / "tiny-1"
+    for name in ("model.json", WEIGHTS_FILE, "evaluation.json", "error_histogram.png"):
+        assert (folder / name).is_file(), name
+    (row,) = listed(capsys, node)
+    assert (row["version"], row["active"], row["path"]) == ("tiny-1", "yes", f"{PIPELINE}/tiny-1")
+    assert set(row["metrics"]) >= {"mae_deg", "within_4deg_pct", "quadrant_accuracy_pct"}
+    model = load_model(folder)
+    assert model.architecture == "resnet10" and model.spec.crop == 28
+
+
+def test_train_without_data_is_a_clear_error(
+    node: Node, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _out, err = run(capsys, "train", "hand_orientation", "--config", str(node.config))
+    assert code == 1
+    assert "give exactly one data source" in flat(err)

@@ -1,0 +1,73 @@
+"""Training the ``hand_orientation`` pipeline's network (paper 000, Baltruschat et al.).
+
+Public API:
+
+* ``TrainConfig`` / ``preset(name, **overrides)`` / ``PRESETS`` — the settings of a run;
+* ``train_orientation(config) -> TrainedModel`` — data, training, a complete model folder
+  (``weights.pt``, ``model.json``, ``evaluation.json``, ``error_histogram.png``);
+* ``evaluate_model(model, samples) -> EvaluationReport`` and ``report_from_predictions``
+  — the paper's figures (MAE, share within ±4°, four-way accuracy, σ);
+* the sample sources ``load_labelled_films``, ``load_upright_films`` and
+  ``render_synthetic_films`` (``data``), and the augmentation (``augment``).
+
+Angles follow ``pipelines.hand_orientation``: θ counter-clockwise as displayed from the
+image's +x axis to the wrist → middle-finger axis, upright = 90°. Imports ``pipelines``,
+never ``dicom_node``.
+"""
+
+from training.hand_orientation.augment import augmented_angle, training_batch
+from training.hand_orientation.data import (
+    LabelsError,
+    LoadReport,
+    OrientationSample,
+    SampleSet,
+    TrainingDataError,
+    display_from_raw,
+    load_labelled_films,
+    load_upright_films,
+    render_synthetic_films,
+    rotate_within_frame,
+    split_by_film,
+)
+from training.hand_orientation.evaluate import (
+    EvaluationReport,
+    evaluate_model,
+    report_from_predictions,
+    write_evaluation,
+)
+from training.hand_orientation.train import (
+    PRESETS,
+    EpochStats,
+    TrainConfig,
+    TrainedModel,
+    initialise_from_file,
+    preset,
+    train_orientation,
+)
+
+__all__ = [
+    "PRESETS",
+    "EpochStats",
+    "EvaluationReport",
+    "LabelsError",
+    "LoadReport",
+    "OrientationSample",
+    "SampleSet",
+    "TrainConfig",
+    "TrainedModel",
+    "TrainingDataError",
+    "augmented_angle",
+    "display_from_raw",
+    "evaluate_model",
+    "initialise_from_file",
+    "load_labelled_films",
+    "load_upright_films",
+    "preset",
+    "render_synthetic_films",
+    "report_from_predictions",
+    "rotate_within_frame",
+    "split_by_film",
+    "train_orientation",
+    "training_batch",
+    "write_evaluation",
+]
