@@ -227,3 +227,19 @@ def test_fine_tuning_conv5_trains_layer4_and_fc_only() -> None:
     assert not network.bn1.training and not network.layer3[0].bn1.training
     assert network.layer4[0].bn1.training
     assert len(set_trainable(network, "all")) == len(list(network.parameters()))
+
+
+@pytest.mark.parametrize("theta", [0.0, 20.0, 90.0, 137.0, 180.0, 251.0, 333.0])
+def test_a_synthetic_film_rotated_by_theta_comes_back_upright_within_1_degree(
+    theta: float,
+) -> None:
+    from training.synthetic.hand_films import hand_axis_angle, render_hand
+
+    film = render_hand(300, 237, angle_deg=theta, rng=np.random.default_rng(int(theta) + 1))
+    assert abs(signed_degrees(hand_axis_angle(film) - theta)) <= 1.0  # the measurement is sound
+    upright = rotate_film(film, correction_degrees(theta))
+    # Measured from the image moments of the corrected film, not from any network.
+    assert abs(signed_degrees(hand_axis_angle(upright) - 90.0)) <= 1.0
+    # Another preferred orientation (Eq. 1 with α = 0: fingers to the right).
+    right = rotate_film(film, correction_degrees(theta, preferred_deg=0.0))
+    assert abs(signed_degrees(hand_axis_angle(right) - 0.0)) <= 1.0

@@ -182,9 +182,7 @@ def stored_film(engine: Engine, store: DurableStore, index: int) -> int:
     ingest(engine, store, ds)
     with engine.connect() as conn:
         return int(
-            conn.scalar(
-                select(Series.id).where(Series.series_instance_uid == ds.SeriesInstanceUID)
-            )  # type: ignore[arg-type]
+            conn.scalar(select(Series.id).where(Series.series_instance_uid == ds.SeriesInstanceUID))  # type: ignore[arg-type]
         )
 
 

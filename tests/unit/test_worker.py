@@ -209,7 +209,9 @@ def test_unknown_pipeline_fails_at_once(
     job = job_row(engine, job_id)
     assert (job.state, job.attempts) == (JobState.FAILED, 1)
     assert "no pipeline named 'no_such_pipeline'" in job.last_error
-    assert "known: always_retry, broken, hand_orientation, lease_thief, series_stats" in job.last_error
+    assert (
+        "known: always_retry, broken, hand_orientation, lease_thief, series_stats" in job.last_error
+    )
     assert worker.run_once() is None
 
 
