@@ -45,6 +45,8 @@ from typing import Any, Self
 
 import pytest
 
+from dicom_node.netutil import free_port as netutil_free_port
+
 __all__ = [
     "DEBIAN_PACKAGES",
     "OrthancError",
@@ -97,9 +99,7 @@ class OrthancError(RuntimeError):
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago (bind to port 0, close)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOCALHOST, 0))
-        return int(sock.getsockname()[1])
+    return netutil_free_port(LOCALHOST)
 
 
 def wait_until(

@@ -9,16 +9,20 @@ turn (a quarter turn counter-clockwise, Image Rotation 270° clockwise) exact.
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 import pytest
-from pydicom import dcmread
 
 from pipelines.film_io import read_film
-from tests.integration.node_process import NodeProcess, to_toml
-from tests.integration.test_orthanc_results import send_study, sr_values, wait_all_sent
+from tests.integration.node_process import NodeProcess
+from tests.integration.test_orthanc_results import (
+    orthanc_study_objects,
+    point_at,
+    send_study,
+    sr_values,
+    wait_all_sent,
+)
 from tests.peers import OrthancProcess, dciodvfy, require_tool
 from tests.support.models import write_constant_orientation_model
 from training.synthetic.hand_films import write_hand_study
@@ -57,24 +61,13 @@ def test_a_hand_film_from_orthanc_comes_back_upright_as_sr_sc_and_gsps(tmp_path:
         graceful_stop=False,
     )
     with orthanc:
-        node.settings["destinations"] = [
-            {
-                "name": "orthanc",
-                "host": "127.0.0.1",
-                "port": orthanc.dicom_port,
-                "ae_title": "ORTHANC",
-            }
-        ]
-        node.config_path.write_text(to_toml(node.settings))
+        point_at(node, orthanc.dicom_port, orthanc.aet)
         imported = node.cli("models", "import", str(model), "--activate")
         assert imported.returncode == 0, imported.stderr
         with node:
             orthanc_study = send_study(orthanc, [film.path])
             wait_all_sent(node, 3, timeout=120)
-            objects = []
-            for instance in orthanc.rest("GET", f"/studies/{orthanc_study}/instances"):
-                blob = orthanc.rest("GET", f"/instances/{instance['ID']}/file")
-                objects.append(dcmread(io.BytesIO(blob)))
+            objects = orthanc_study_objects(orthanc, orthanc_study)
 
     results = {o.Modality: o for o in objects if o.SOPInstanceUID != film.sop_instance_uid}
     assert sorted(results) == ["OT", "PR", "SR"]

@@ -24,7 +24,6 @@ from pydicom.uid import (
 
 from dicom_node.encode import (
     GSPS_CONTENT_LABEL,
-    DeviceIdentity,
     EncodedOutput,
     EncodeError,
     encode_result,
@@ -42,28 +41,9 @@ from tests.support.datasets import (
     synthetic_dx,
 )
 from tests.support.pipelines import demo_result
+from tests.unit.test_encode import DEVICE, PATIENT_STUDY_KEYWORDS, UID_ROOT, WHEN
 
-UID_ROOT = "1.2.826.0.1.3680043.8.498.99"
-DEVICE = DeviceIdentity(ae_title="DICOM_NODE", software_version="0.1.0")
-WHEN = datetime(2026, 3, 1, 9, 30, 15)
 ROWS, COLUMNS = 96, 80  # synthetic_dx's default size
-
-PATIENT_STUDY_KEYWORDS = (
-    "PatientName",
-    "PatientID",
-    "IssuerOfPatientID",
-    "PatientBirthDate",
-    "PatientSex",
-    "PatientAge",
-    "PatientWeight",
-    "StudyInstanceUID",
-    "StudyDate",
-    "StudyTime",
-    "ReferringPhysicianName",
-    "StudyID",
-    "AccessionNumber",
-    "StudyDescription",
-)
 
 #: (rotation, flip) -> the (column, row) corners shown top left and bottom right, for an
 #: image of ROWS x COLUMNS (PS3.3 C.10.4: pixels before, positions after the transformation).
