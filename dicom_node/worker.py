@@ -227,8 +227,8 @@ class Worker:
         result: PipelineResult,
         written: list[WrittenOutput],
     ) -> None:
-        """Write the result, its measurements, outputs and deliveries, and finish the job,
-        in one transaction."""
+        """Write the result, its measurements (reported and results-log-only), outputs and
+        deliveries, and finish the job, in one transaction."""
         with write_transaction(self.engine) as conn:
             result_id = conn.execute(
                 insert(Result)
@@ -243,7 +243,10 @@ class Worker:
                 )
                 .returning(Result.id)
             ).scalar_one()
-            if result.measurements:
+            # The reported measurements first, then the results-log-only ones (e.g. one
+            # score per CT slice), stored alike (docs/results-log.md, `measurements`).
+            logged = (*result.measurements, *result.log_measurements)
+            if logged:
                 conn.execute(
                     insert(Measurement),
                     [
@@ -256,7 +259,7 @@ class Worker:
                             tracking_uid=m.tracking_uid,
                             slice_index=m.slice_index,
                         )
-                        for m in result.measurements
+                        for m in logged
                     ],
                 )
             destinations: tuple[str, ...] = ()

@@ -93,7 +93,9 @@ class Measurement:
     value under a private concept whose meaning is ``name``. ``tracking_uid`` is the
     SOP Instance UID of the source instance the value belongs to; ``slice_index`` is
     the position of that instance in ``SeriesInput.files`` (either may be given; none
-    means the whole series).
+    means the whole series). ``finding_site`` is the anatomy the value is about, when it
+    is about one (e.g. ``Code("816094009", "SCT", "Chest")`` for the chest's extent); the
+    SR writes it as the measurement's Finding Site.
     """
 
     name: str
@@ -102,6 +104,7 @@ class Measurement:
     concept: Code | None = None
     tracking_uid: str | None = None  # SOP Instance UID of the source instance, if any
     slice_index: int | None = None
+    finding_site: Code | None = None  # the anatomy the value is about, if any
 
     def __post_init__(self) -> None:
         if not self.name.strip():
@@ -114,6 +117,8 @@ class Measurement:
             raise ValueError(f"measurement {self.name!r}: unit must be a UCUM code")
         if self.concept is not None and not isinstance(self.concept, Code):
             raise TypeError(f"measurement {self.name!r}: concept must be a Code")
+        if self.finding_site is not None and not isinstance(self.finding_site, Code):
+            raise TypeError(f"measurement {self.name!r}: finding_site must be a Code")
         _check_uid(self.tracking_uid, f"measurement {self.name!r}: tracking_uid")
         if self.slice_index is not None and self.slice_index < 0:
             raise ValueError(f"measurement {self.name!r}: slice_index must not be negative")
@@ -259,7 +264,10 @@ class PipelineResult:
     ``pipeline`` and ``model_version`` (with ``weights_sha256``) identify the model;
     ``model`` gives them as one ``ModelIdentity``. ``summary`` is free-form JSON for the
     results log; ``measurements``, ``findings``, ``derived_images`` and
-    ``presentation_transforms`` go back to the PACS as DICOM.
+    ``presentation_transforms`` go back to the PACS as DICOM. ``log_measurements`` are
+    measurements kept in the results log only, not sent as DICOM (too many or too
+    fine-grained for a report, e.g. one score per CT slice); the log stores them like
+    ``measurements``.
     """
 
     pipeline: str
@@ -270,13 +278,22 @@ class PipelineResult:
     derived_images: tuple[DerivedImage, ...] = ()
     weights_sha256: str | None = None
     presentation_transforms: tuple[PresentationTransform, ...] = ()
+    log_measurements: tuple[Measurement, ...] = ()
 
     def __post_init__(self) -> None:
         # Lists are accepted for convenience and frozen into tuples.
-        for name in ("measurements", "findings", "derived_images", "presentation_transforms"):
+        for name in (
+            "measurements",
+            "findings",
+            "derived_images",
+            "presentation_transforms",
+            "log_measurements",
+        ):
             value = getattr(self, name)
             if not isinstance(value, tuple):
                 object.__setattr__(self, name, tuple(value))
+        if not all(isinstance(m, Measurement) for m in self.log_measurements):
+            raise TypeError("log_measurements must be Measurement values")
         if not all(isinstance(t, PresentationTransform) for t in self.presentation_transforms):
             raise TypeError("presentation_transforms must be PresentationTransform values")
         _ = self.model  # validates pipeline, version and checksum
@@ -295,6 +312,7 @@ class PipelineResult:
         findings: tuple[Finding, ...] = (),
         derived_images: tuple[DerivedImage, ...] = (),
         presentation_transforms: tuple[PresentationTransform, ...] = (),
+        log_measurements: tuple[Measurement, ...] = (),
     ) -> PipelineResult:
         return cls(
             pipeline=model.pipeline,
@@ -305,6 +323,7 @@ class PipelineResult:
             derived_images=derived_images,
             weights_sha256=model.weights_sha256,
             presentation_transforms=presentation_transforms,
+            log_measurements=log_measurements,
         )
 
 

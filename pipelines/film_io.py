@@ -70,7 +70,7 @@ def read_film(path: str | Path) -> Film:
     except Exception as exc:  # pydicom raises many types for a broken file
         raise FilmUnreadable(f"{Path(path).name}: not a readable DICOM file ({exc})") from exc
     _check_film(dataset)
-    stored = _native_pixels_from_file(Path(path), dataset)
+    stored = native_pixels_from_file(Path(path), dataset)
     if stored is None:
         return _film(dataset, *_stored_values(dataset))
     return _film(dataset, stored, True)
@@ -134,7 +134,7 @@ def _stored_values(dataset: Dataset) -> tuple[np.ndarray, bool]:
         raise FilmUnreadable(f"the pixel data cannot be decoded ({exc})") from exc
 
 
-def _native_pixels_from_file(path: Path, dataset: Dataset) -> np.ndarray | None:
+def native_pixels_from_file(path: Path, dataset: Dataset) -> np.ndarray | None:
     """The stored values of a deferred, uncompressed Pixel Data element, read from ``path``.
 
     Read straight into a numpy array (one read, no intermediate ``bytes`` object, whose

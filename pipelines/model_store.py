@@ -23,10 +23,12 @@ import hashlib
 import json
 import os
 import re
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 CARD_FILE = "model.json"
 WEIGHTS_FILE = "weights.pt"
@@ -35,6 +37,9 @@ FORMAT_VERSION = 1
 NO_MODEL_VERSION = "none"
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+LoadedModel = TypeVar("LoadedModel")
 
 
 class ModelStoreError(ValueError):
@@ -54,6 +59,9 @@ class ModelCard:
     training_data: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     weights_file: str = WEIGHTS_FILE
+    #: Settings fitted after training from labelled data, which the pipeline applies to
+    #: the network's output (e.g. ct_body_part's zone thresholds); empty when none.
+    calibration: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.pipeline or not re.fullmatch(r"[a-z][a-z0-9_]*", self.pipeline):
@@ -77,6 +85,7 @@ class ModelCard:
             "training_data": self.training_data,
             "metrics": self.metrics,
             "weights": {"file": self.weights_file, "sha256": self.weights_sha256},
+            **({"calibration": self.calibration} if self.calibration else {}),
         }
 
     @classmethod
@@ -97,6 +106,7 @@ class ModelCard:
                 training_data=dict(data.get("training_data") or {}),
                 metrics=dict(data.get("metrics") or {}),
                 weights_file=str(weights.get("file", WEIGHTS_FILE)),
+                calibration=dict(data.get("calibration") or {}),
             )
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, ModelStoreError):
@@ -168,3 +178,27 @@ def write_model_card(folder: str | Path, card: ModelCard) -> Path:
         os.fsync(handle.fileno())
     os.replace(temporary, target)
     return target
+
+
+class ModelFolderCache(Generic[LoadedModel]):
+    """The last model loaded from a folder, loaded again when the folder or its checksum
+    changes (a new version activated, or the folder's weights replaced).
+
+    ``load`` builds the pipeline's model from a folder; it is called under a lock, so
+    one worker thread loads while the others wait for the result.
+    """
+
+    def __init__(self, load: Callable[[Path], LoadedModel]) -> None:
+        self._load = load
+        self._lock = threading.Lock()
+        self._key: tuple[str, str] | None = None
+        self._model: LoadedModel | None = None
+
+    def get(self, folder: Path) -> LoadedModel:
+        card = read_model_card(folder, verify=False)
+        key = (str(Path(folder).resolve()), card.weights_sha256)
+        with self._lock:
+            if self._model is None or self._key != key:
+                self._model = self._load(Path(folder))
+                self._key = key
+            return self._model

@@ -16,10 +16,11 @@ from typing import Any
 
 from pipelines.contract import Pipeline
 
-# The other pipelines (bone_age, ct_body_part, mura_abnormality, xray_triage) are added
-# here as their issues land.
+# The other pipelines (bone_age, mura_abnormality, xray_triage) are added here as their
+# issues land.
 BUILTIN_PIPELINES: dict[str, str] = {
     "hand_orientation": "pipelines.hand_orientation:HandOrientation",
+    "ct_body_part": "pipelines.ct_body_part:CtBodyPart",
 }
 
 

@@ -12,7 +12,7 @@
 
 VENV="${VENV:-.venv}"
 TORCH_VERSION="${TORCH_VERSION:-2.13.0}"
-PROJECT_EXTRAS="${PROJECT_EXTRAS:-ml,dev}"
+PROJECT_EXTRAS="${PROJECT_EXTRAS:-ml,dev,vgg16}"
 
 # Debian packages of the real peers the integration tests talk to.
 PEER_PACKAGES=(dcmtk orthanc dicom3tools postgresql)

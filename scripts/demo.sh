@@ -7,7 +7,7 @@
 #
 # 1. Debian peers (Orthanc serves as the demo's PACS): installed with apt-get when missing
 #    and running as root; otherwise the demo uses a local receiving SCP instead.
-# 2. .venv (created if missing), torch 2.13.0 CPU build, then `pip install -e '.[ml,dev]'`;
+# 2. .venv (created if missing), torch 2.13.0 CPU build, then `pip install -e '.[ml,dev,vgg16]'`;
 #    each step is skipped when already satisfied.
 # 3. `dicom-node demo [ARGS]`: writes a few synthetic hand studies under var/demo, trains a
 #    small orientation model the first time (a few minutes on 2 CPU cores), starts Orthanc

@@ -7,7 +7,7 @@
 # 1. Debian peers (dcmtk, orthanc, dicom3tools, postgresql): installed with apt-get when
 #    missing and running as root; otherwise the script says what to install and the tests
 #    that need them are skipped.
-# 2. .venv (created if missing), torch 2.13.0 CPU build, then `pip install -e '.[ml,dev]'`;
+# 2. .venv (created if missing), torch 2.13.0 CPU build, then `pip install -e '.[ml,dev,vgg16]'`;
 #    each step is skipped when already satisfied (scripts/check_env.py checks the project).
 # 3. `.venv/bin/python -m pytest -q [ARGS]`; its exit status is this script's. Exit 5
 #    (no test collected) is reported as the failure it is.

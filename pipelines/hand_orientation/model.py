@@ -27,7 +27,6 @@ from __future__ import annotations
 import io
 import logging
 import statistics
-import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -40,7 +39,7 @@ import torch
 from pipelines.hand_orientation.angles import angular_error, output_to_degrees
 from pipelines.hand_orientation.network import build_network
 from pipelines.hand_orientation.preprocess import InputSpec, network_input
-from pipelines.model_store import ModelCard, ModelStoreError, read_model_card
+from pipelines.model_store import ModelCard, ModelFolderCache, ModelStoreError, read_model_card
 
 logger = logging.getLogger(__name__)
 
@@ -266,25 +265,14 @@ def time_runtime(model: OrientationModel, *, runs: int, batch_size: int = 1) -> 
     return statistics.median(times)
 
 
-class ModelCache:
+class ModelCache(ModelFolderCache[OrientationModel]):
     """The last loaded model, reloaded when the folder or its checksum changes."""
 
     def __init__(self, runtime: Runtime = "torch") -> None:
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}")
         self.runtime: Runtime = runtime
-        self._lock = threading.Lock()
-        self._key: tuple[str, str] | None = None
-        self._model: OrientationModel | None = None
-
-    def get(self, folder: Path) -> OrientationModel:
-        card = read_model_card(folder, verify=False)
-        key = (str(folder.resolve()), card.weights_sha256)
-        with self._lock:
-            if self._model is None or self._key != key:
-                self._model = load_model(folder, runtime=self.runtime)
-                self._key = key
-            return self._model
+        super().__init__(lambda folder: load_model(folder, runtime=self.runtime))
 
 
 __all__ = [

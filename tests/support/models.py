@@ -49,3 +49,24 @@ def write_constant_orientation_model(
     )
     write_model_card(folder, card)
     return card
+
+
+# -- ct_body_part -------------------------------------------------------------------------------
+
+_UBR_SMOKE_MODELS: dict[str, Path] = {}
+
+
+def smoke_ubr_model(root: Path) -> Path:
+    """A ``ct_body_part`` model trained with the ``smoke`` preset (AlexNet from scratch on
+    synthetic phantoms, about a minute on 2 cores), trained once per test process.
+
+    ``root`` is a session-wide folder (``tmp_path_factory``); the folder returned is the
+    complete model folder, calibrated on two phantoms with their true zones.
+    """
+    key = str(root)
+    if key not in _UBR_SMOKE_MODELS:
+        from training.ct_body_part.train import preset, train_ubr
+
+        trained = train_ubr(preset("smoke", out_dir=root, progress=False, version="smoke-1"))
+        _UBR_SMOKE_MODELS[key] = trained.folder
+    return _UBR_SMOKE_MODELS[key]

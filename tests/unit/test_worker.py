@@ -3,18 +3,33 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import ClassVar
 
+import highdicom as hd
+import pydicom
 import pytest
 from sqlalchemy import Engine, func, select, update
 
-from dicom_node.db.models import Job, JobState, Measurement, Result, Series
+from dicom_node.db.models import Instance, Job, JobState, Measurement, Output, Result, Series
+from dicom_node.encode import DeviceIdentity
 from dicom_node.queue import JobKey, JobQueue
 from dicom_node.settings import QueueSettings
 from dicom_node.store import DurableStore
-from dicom_node.worker import Worker
-from pipelines import PipelineRegistry, PipelineResult, PipelineUnavailable, SeriesInput
+from dicom_node.worker import OutputPlan, Worker
+from pipelines import (
+    Code,
+    Finding,
+    PipelineRegistry,
+    PipelineResult,
+    PipelineUnavailable,
+    SeriesInput,
+)
+from pipelines import (
+    Measurement as PipelineMeasurement,
+)
 from pipelines.contract import Pipeline
+from pipelines.registry import BUILTIN_PIPELINES
 
 from .conftest import UIDs, ingest, job_row, make_dataset
 
@@ -67,6 +82,43 @@ class LeaseThief:
         other = JobQueue(self.engine, QueueSettings()).claim("other-worker")
         assert other is not None
         return PipelineResult(self.name, series.model_version, {"stolen": True})
+
+
+SLICE_SCORE = Code("UBR-SCORE", "99DCMNODE", "Body part regression score")
+CHEST = Code("816094009", "SCT", "Chest")
+
+
+class SliceScores:
+    """Reports a series-level range and a finding; one score per slice for the log only."""
+
+    name = "slice_scores"
+
+    def run(self, series: SeriesInput) -> PipelineResult:
+        uids = [
+            str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in series.files
+        ]
+        per_slice = [
+            PipelineMeasurement(
+                "Body part score",
+                0.5 * i - 1,
+                "{score}",
+                SLICE_SCORE,
+                tracking_uid=uid,
+                slice_index=i,
+            )
+            for i, uid in enumerate(uids)
+        ]
+        return PipelineResult(
+            self.name,
+            series.model_version,
+            {"slices": len(uids)},
+            measurements=(
+                PipelineMeasurement("Highest score", 0.5 * len(uids) - 1.5, "{score}"),
+                PipelineMeasurement("chest length", 42.0, "mm", finding_site=CHEST),
+            ),
+            findings=(Finding(Code("123014", "DCM", "Target Region"), CHEST),),
+            log_measurements=tuple(per_slice),
+        )
 
 
 THIS_MODULE = __name__
@@ -154,6 +206,62 @@ def test_done_job_records_result_and_measurements(
     assert worker.run_once() is None
 
 
+def test_log_measurements_are_recorded_with_the_reported_ones_but_not_sent(
+    engine: Engine, store: DurableStore, ct_series: dict[str, object], tmp_path: Path
+) -> None:
+    registry = PipelineRegistry({"slice_scores": f"{THIS_MODULE}:SliceScores"})
+    plan = OutputPlan(
+        device=DeviceIdentity(ae_title="NODE", software_version="test"),
+        uid_root="1.2.826.0.1.3680043.8.498.99",
+        outputs_dir=tmp_path / "outputs",
+    )
+    worker = Worker(engine, JobQueue(engine, QueueSettings()), store, registry, "test-worker", plan)
+    enqueue(worker, ct_series["id"], "slice_scores")  # type: ignore[arg-type]
+
+    outcome = worker.run_once()
+
+    assert outcome is not None and outcome.state == "done", outcome
+    with engine.connect() as conn:
+        result_id = conn.scalar(select(Result.id))
+        rows = conn.execute(
+            select(
+                Measurement.result_id,
+                Measurement.name,
+                Measurement.value,
+                Measurement.unit,
+                Measurement.concept_code,
+                Measurement.tracking_uid,
+                Measurement.slice_index,
+            ).order_by(Measurement.id)
+        ).all()
+        outputs = conn.execute(select(Output.kind, Output.path)).all()
+        uids = list(
+            conn.execute(
+                select(Instance.sop_instance_uid)
+                .where(Instance.series_id == ct_series["id"])
+                .order_by(Instance.instance_number)
+            ).scalars()
+        )
+    assert [tuple(r) for r in rows] == [
+        (result_id, "Highest score", 0.0, "{score}", None, None, None),
+        (result_id, "chest length", 42.0, "mm", None, None, None),
+        *(
+            (result_id, "Body part score", 0.5 * i - 1, "{score}", "99DCMNODE:UBR-SCORE", uid, i)
+            for i, uid in enumerate(uids)
+        ),
+    ]
+    # The SR carries the reported measurements and the finding, no per-slice score.
+    ((kind, path),) = outputs
+    assert kind == "sr"
+    sr = hd.sr.srread(tmp_path / "outputs" / path)
+    assert isinstance(sr.content, hd.sr.MeasurementReport)
+    groups = sr.content.get_image_measurement_groups()
+    measured = [(m.name.meaning, m.value) for g in groups for m in g.get_measurements()]
+    assert sorted(measured) == [("Highest score", 0.0), ("chest length", 42.0)]
+    assert all(not g.source_images for g in groups)
+    assert "UBR-SCORE" not in str(sr)
+
+
 def test_always_retry_ends_failed_after_max_attempts(
     engine: Engine, store: DurableStore, registry: PipelineRegistry, ct_series: dict[str, object]
 ) -> None:
@@ -209,9 +317,8 @@ def test_unknown_pipeline_fails_at_once(
     job = job_row(engine, job_id)
     assert (job.state, job.attempts) == (JobState.FAILED, 1)
     assert "no pipeline named 'no_such_pipeline'" in job.last_error
-    assert (
-        "known: always_retry, broken, hand_orientation, lease_thief, series_stats" in job.last_error
-    )
+    known = sorted({*BUILTIN_PIPELINES, *TEST_PIPELINES, "lease_thief"})
+    assert f"known: {', '.join(known)}" in job.last_error
     assert worker.run_once() is None
 
 
@@ -265,12 +372,9 @@ def test_a_worker_runs_jobs_in_order(
 
 
 def test_registry_names_are_sorted() -> None:
-    assert PipelineRegistry(TEST_PIPELINES).names() == [
-        "always_retry",
-        "broken",
-        "hand_orientation",
-        "series_stats",
-    ]
+    names = PipelineRegistry(TEST_PIPELINES).names()
+    assert names == sorted({*BUILTIN_PIPELINES, *TEST_PIPELINES})
+    assert {"always_retry", "broken", "hand_orientation", "series_stats"} <= set(names)
 
 
 def test_registry_loads_once_and_meets_the_contract(registry: PipelineRegistry) -> None:
@@ -287,9 +391,8 @@ def test_registry_accepts_classes_factories_and_objects(attribute: str) -> None:
 
 
 def test_registry_without_the_name() -> None:
-    with pytest.raises(
-        PipelineUnavailable, match=r"no pipeline named 'x' \(known: broken, hand_orientation\)"
-    ):
+    known = ", ".join(sorted({*BUILTIN_PIPELINES, "broken"}))
+    with pytest.raises(PipelineUnavailable, match=rf"no pipeline named 'x' \(known: {known}\)"):
         PipelineRegistry({"broken": TEST_PIPELINES["broken"]}).get("x")
 
 

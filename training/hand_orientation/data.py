@@ -52,7 +52,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,14 +66,13 @@ from pydicom.errors import InvalidDicomError
 from pipelines.film_io import DISPLAY_MAX, FilmUnreadable, read_film
 from pipelines.hand_orientation.correct import signed_degrees, wrap_degrees
 from pipelines.hand_orientation.preprocess import InputSpec, resized_8bit
+from training.runs import Advance
 
 logger = logging.getLogger(__name__)
 
 UPRIGHT_DEG = 90.0
 #: Files that are never films: skipped by the folder scan without a warning.
 NOT_FILM_SUFFIXES = frozenset({".csv", ".json", ".txt", ".md", ".png", ".jpg", ".jpeg", ".pt"})
-#: Called once per film handled, with (films done, films in all).
-Advance = Callable[[int, int], None]
 
 
 class TrainingDataError(ValueError):

@@ -56,11 +56,8 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import shutil
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -68,14 +65,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import Progress
 
 from pipelines.hand_orientation.angles import orientation_loss
 from pipelines.hand_orientation.model import PIPELINE_NAME, load_model
@@ -112,6 +102,7 @@ from training.hand_orientation.evaluate import (
     predict_network,
     write_evaluation,
 )
+from training.runs import int_seed, progress_bars, progress_callback, staged_folder
 
 logger = logging.getLogger(__name__)
 
@@ -315,10 +306,10 @@ def train_orientation(config: TrainConfig) -> TrainedModel:
     spec = config.spec
     started = time.perf_counter()
 
-    with _progress(config.progress) as progress:
-        loaded = _load_samples(config, spec, seeds[0], _advance(progress, "films"))
+    with progress_bars(config.progress) as progress:
+        loaded = _load_samples(config, spec, seeds[0], progress_callback(progress, "films"))
         fractions = [config.val_fraction] + ([config.test_fraction] if config.test_fraction else [])
-        parts = split_by_film(loaded.samples, fractions, seed=_int_seed(seeds[1]))
+        parts = split_by_film(loaded.samples, fractions, seed=int_seed(seeds[1]))
         train, validation = parts[0], parts[1]
         test, evaluated_on = _evaluation_set(config, spec, parts, seeds[3], progress)
         data_seconds = time.perf_counter() - started
@@ -332,7 +323,7 @@ def train_orientation(config: TrainConfig) -> TrainedModel:
             len(test),
         )
 
-        torch.manual_seed(_int_seed(seeds[2]))
+        torch.manual_seed(int_seed(seeds[2]))
         network = build_network(config.architecture)
         init = initialise_from_file(network, config.init_weights)
         fine_tune = config.effective_fine_tune
@@ -458,7 +449,7 @@ def _load_samples(
         return render_synthetic_films(
             config.synthetic_films,
             spec,
-            seed=_int_seed(seed),
+            seed=int_seed(seed),
             size=config.synthetic_size,
             advance=advance,
         )
@@ -467,7 +458,7 @@ def _load_samples(
         config.data_dir,
         spec,
         rotations_per_film=config.rotations_per_film,
-        seed=_int_seed(seed),
+        seed=int_seed(seed),
         upright_deg=config.upright_deg,
         advance=advance,
     )
@@ -487,10 +478,10 @@ def _evaluation_set(
         rendered = render_synthetic_films(
             count,
             spec,
-            seed=_int_seed(seed),
+            seed=int_seed(seed),
             size=config.synthetic_size,
             prefix="held-out",
-            advance=_advance(progress, "held-out films"),
+            advance=progress_callback(progress, "held-out films"),
         )
         return rendered.samples, f"{count} synthetic films rendered with another seed"
     return parts[1], "validation split (it also chose the epoch)"
@@ -630,11 +621,7 @@ def _write_model_folder(
     history: list[EpochStats],
 ) -> TrainedModel:
     folder = out_dir / version
-    staging = out_dir / f".{version}.partial"
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-    try:
+    with staged_folder(out_dir, version) as staging:
         weights = staging / WEIGHTS_FILE
         torch.save({k: v.contiguous() for k, v in state.items()}, weights)
         card = ModelCard(
@@ -664,38 +651,5 @@ def _write_model_folder(
         )
         card = replace(card, metrics=metrics)
         write_model_card(staging, card)
-        os.replace(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     logger.info("model %s written to %s: MAE %.2f deg", version, folder, report.mae_deg)
     return TrainedModel(folder=folder, card=card, metrics=metrics, report=report, history=history)
-
-
-@contextmanager
-def _progress(enabled: bool) -> Iterator[Progress]:
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[status]}"),
-        disable=not enabled,
-        transient=False,
-    )
-    with progress:
-        yield progress
-
-
-def _advance(progress: Progress, what: str) -> Advance:
-    task = progress.add_task(what, total=None, status="")
-
-    def advance(done: int, total: int) -> None:
-        progress.update(task, completed=done, total=total)
-
-    return advance
-
-
-def _int_seed(sequence: np.random.SeedSequence) -> int:
-    return int(sequence.generate_state(1)[0])

@@ -1,0 +1,236 @@
+"""The ``ct_body_part`` pipeline on synthetic CT phantoms written as DICOM series.
+
+Geometry tests need no model. The others use a model trained with the ``smoke`` preset
+once per test process (about a minute), the same training a site runs, only shorter.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from pipelines.contract import SeriesInput
+from pipelines.ct_body_part import CtBodyPart
+from pipelines.ct_body_part.model import load_model
+from pipelines.ct_body_part.pipeline import ZONE_ANATOMY, scored_indices
+from pipelines.ct_body_part.volume import read_ct_geometry, read_hu
+from pipelines.errors import ModelMissing, PipelineInputError
+from tests.support.models import smoke_ubr_model
+from training.ct_body_part.evaluate import spearman
+from training.synthetic.ct_phantoms import (
+    make_phantom,
+    random_scan,
+    render_slice,
+    write_ct_series,
+)
+
+SIZE = 128  # written slices; the pipeline resizes them to the model's input
+
+
+def _series(
+    folder: Path,
+    seed: int,
+    *,
+    region: str = "chest_abdomen_pelvis",
+    max_slices: int = 60,
+    head_first: bool | None = None,
+    **kwargs: object,
+):
+    phantom = make_phantom(seed)
+    scan = random_scan(
+        phantom,
+        np.random.default_rng(seed),
+        region=region,
+        max_slices=max_slices,
+        head_first=head_first,
+    )
+    return write_ct_series(folder, phantom, scan, size=SIZE, pixel_spacing=3.6, **kwargs)  # type: ignore[arg-type]
+
+
+def _input(written, model_dir: Path | None, version: str = "smoke-1") -> SeriesInput:
+    return SeriesInput(
+        study_instance_uid=written.study_instance_uid,
+        series_instance_uid=written.series_instance_uid,
+        modality="CT",
+        files=tuple(written.files),
+        model_version=version,
+        model_dir=model_dir,
+    )
+
+
+#: The first test that needs the model trains it (about a minute on 2 idle cores).
+pytestmark = pytest.mark.timeout(900)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return smoke_ubr_model(tmp_path_factory.getbasetemp() / "ubr-models")
+
+
+# -- geometry -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("head_first", [True, False])
+def test_slices_are_ordered_by_geometry_not_instance_number(
+    tmp_path: Path, head_first: bool
+) -> None:
+    written = _series(tmp_path, 3, head_first=head_first, shuffle_instance_numbers=True)
+    numbers = [
+        int(pydicom.dcmread(p, stop_before_pixels=True).InstanceNumber) for p in written.files
+    ]
+    shuffled_files = list(reversed(written.files))
+    stack = read_ct_geometry(shuffled_files)
+    z = stack.z_mm
+    assert np.all(np.diff(z) < 0), "superior first, strictly"
+    assert sorted(z.tolist(), reverse=True) == sorted(written.z_positions.tolist(), reverse=True)
+    assert stack.spacing_mm == pytest.approx(
+        abs(np.diff(np.sort(written.z_positions))).mean(), rel=0.01
+    )
+    # The order does not follow Instance Number.
+    by_number = [numbers[written.files.index(s.path)] for s in stack.slices]
+    assert by_number != sorted(by_number) and by_number != sorted(by_number, reverse=True)
+    # file_index points back into the files as given.
+    for item in stack.slices:
+        assert shuffled_files[item.file_index] == item.path
+
+
+def test_a_flipped_normal_still_gives_superior_first(tmp_path: Path) -> None:
+    written = _series(tmp_path, 4, max_slices=12)
+    for path in written.files:
+        ds = pydicom.dcmread(path)
+        ds.ImageOrientationPatient = [1, 0, 0, 0, -1, 0]  # normal points to the feet
+        ds.save_as(path)
+    z = read_ct_geometry(list(written.files)).z_mm
+    assert np.all(np.diff(z) < 0)
+
+
+def test_localizers_and_strays_are_set_aside_and_non_axial_is_refused(tmp_path: Path) -> None:
+    written = _series(tmp_path / "s", 5, max_slices=10)
+    scout = pydicom.dcmread(written.files[0])
+    scout.ImageType = ["ORIGINAL", "PRIMARY", "LOCALIZER"]
+    scout.SOPInstanceUID = pydicom.uid.generate_uid()
+    scout_path = tmp_path / "scout.dcm"
+    scout.save_as(scout_path)
+    junk = tmp_path / "junk.dcm"
+    junk.write_bytes(b"not dicom")
+    stack = read_ct_geometry([*written.files, scout_path, junk])
+    assert len(stack) == len(written.files)
+    assert any("localizer" in s for s in stack.skipped) and any("junk" in s for s in stack.skipped)
+    for path in written.files:
+        ds = pydicom.dcmread(path)
+        ds.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]  # sagittal
+        ds.save_as(path)
+    with pytest.raises(PipelineInputError, match="not axial"):
+        read_ct_geometry(list(written.files))
+    with pytest.raises(PipelineInputError, match="no CT slice"):
+        read_ct_geometry([junk])
+
+
+def test_hounsfield_units_are_read_as_written(tmp_path: Path) -> None:
+    written = _series(tmp_path, 6, max_slices=5)
+    phantom = make_phantom(6)
+    hu = read_hu(written.files[0])
+    expected = render_slice(phantom, float(written.anatomy_z[0]), size=SIZE, pixel_spacing=3.6)
+    assert np.abs(hu - np.clip(np.rint(expected), -32768, 32767)).max() <= 1.0
+
+
+def test_scored_indices_cover_both_ends() -> None:
+    assert scored_indices(10, None).tolist() == list(range(10))
+    chosen = scored_indices(300, 50)
+    assert chosen[0] == 0 and chosen[-1] == 299 and 45 <= len(chosen) <= 50
+
+
+# -- with a model -----------------------------------------------------------------------------
+
+
+def test_without_a_model_the_job_fails_with_instructions(tmp_path: Path) -> None:
+    written = _series(tmp_path, 7, max_slices=5)
+    with pytest.raises(ModelMissing, match="dicom-node train ct_body_part"):
+        CtBodyPart().run(_input(written, None, "none"))
+
+
+def test_scores_rise_from_head_to_feet_and_zones_are_reported(
+    tmp_path: Path, model_dir: Path
+) -> None:
+    written = _series(tmp_path, 424242, max_slices=80, shuffle_instance_numbers=True)
+    result = CtBodyPart().run(_input(written, model_dir))
+    summary = result.summary
+    assert summary["slices"] == len(written.files) and summary["calibrated"] is True
+    # The smoke model is coarse: its curve rises steadily but may miss the paper's r ≥ 0.99
+    # for well-trained models, so only the direction is required to be clean here.
+    assert summary["monotonic"] is True and summary["reversed"] is False, summary["notes"]
+    assert float(summary["r"]) > 0.95  # type: ignore[arg-type]
+    # Per-slice scores go to the log, in geometric order, one per file.
+    logged = result.log_measurements
+    assert len(logged) == len(written.files)
+    assert {m.slice_index for m in logged} == set(range(len(written.files)))
+    z_of_file = {i: written.z_positions[i] for i in range(len(written.files))}
+    z = np.array([z_of_file[m.slice_index] for m in logged])
+    scores = np.array([m.value for m in logged])
+    assert np.all(np.diff(z) < 0)
+    assert spearman(np.arange(len(scores)), scores) >= 0.95
+    # Zones: the scan covers chest, abdomen and pelvis.
+    zones = {zone["zone"]: zone for zone in summary["zones"]}  # type: ignore[union-attr]
+    assert {"chest", "abdomen", "pelvis"} <= set(zones)
+    truth = written.zones
+    for name in ("chest", "abdomen", "pelvis"):
+        top, bottom = truth[name]
+        middle = (top + bottom) / 2
+        zone = zones[name]
+        assert zone["z_bottom_mm"] <= middle <= zone["z_top_mm"], (name, zone, truth[name])
+    # The SR carries the zone extents with coded anatomy, and the findings name them.
+    sites = {m.finding_site for m in result.measurements if m.finding_site is not None}
+    assert {ZONE_ANATOMY["chest"], ZONE_ANATOMY["abdomen"], ZONE_ANATOMY["pelvis"]} <= sites
+    values = {f.value.meaning for f in result.findings if f.concept.value == "123014"}
+    assert {"Chest", "Abdomen", "Pelvis"} <= values
+    flags = {f.concept.meaning: f.value.meaning for f in result.findings}
+    assert flags["Scan direction not monotonic"] == "Absent"
+    # The plot: an RGB picture with text burned in.
+    (plot,) = result.derived_images
+    assert plot.kind == "plot" and plot.pixels.ndim == 3 and plot.burned_in_text
+
+
+@pytest.mark.parametrize("order", ["reversed", "mixed"])
+def test_reversed_or_mixed_anatomy_is_flagged(tmp_path: Path, model_dir: Path, order: str) -> None:
+    written = _series(tmp_path, 515151, max_slices=80, anatomy_order=order)
+    result = CtBodyPart().run(_input(written, model_dir))
+    assert result.summary["anomaly"] is True
+    assert result.summary["monotonic"] is False
+    assert result.summary["reversed"] is (order == "reversed")
+    flags = {f.concept.meaning: f.value.meaning for f in result.findings}
+    assert flags["Scan direction not monotonic"] == "Present"
+
+
+def test_scoring_a_subset_interpolates_close_to_the_full_scores(
+    tmp_path: Path, model_dir: Path
+) -> None:
+    written = _series(tmp_path, 616161, max_slices=90)
+    full = CtBodyPart(plot=False).run(_input(written, model_dir))
+    part = CtBodyPart(plot=False, max_scored_slices=30).run(_input(written, model_dir))
+    a = np.array([m.value for m in full.log_measurements])
+    b = np.array([m.value for m in part.log_measurements])
+    assert part.summary["scored_slices"] <= 30
+    names = {m.name for m in part.log_measurements}
+    assert names == {"Body part score", "Body part score (interpolated)"}
+    span = a.max() - a.min()
+    assert np.abs(a - b).max() < 0.1 * span
+    assert part.summary["zones"] and [z["zone"] for z in part.summary["zones"]] == [  # type: ignore[index,union-attr]
+        z["zone"]
+        for z in full.summary["zones"]  # type: ignore[union-attr]
+    ]
+
+
+def test_the_trained_model_folder_is_complete(model_dir: Path) -> None:
+    model = load_model(model_dir)
+    assert model.calibration is not None and model.calibration.zones == (
+        "chest",
+        "abdomen",
+        "pelvis",
+    )
+    metrics = model.card.metrics
+    assert metrics["spearman_mean"] >= 0.95
+    assert metrics["abnormal_flagged"] == metrics["abnormal_volumes"] > 0
+    assert (model_dir / "evaluation.json").is_file()

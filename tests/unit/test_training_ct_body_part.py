@@ -1,0 +1,152 @@
+"""Training ``ct_body_part``: data from DICOM folders, the calibration file, the config,
+and ``dicom-node train ct_body_part`` end to end (a few iterations)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from dicom_node import cli
+from pipelines.ct_body_part.model import load_model
+from pipelines.ct_body_part.preprocess import InputSpec
+from training.ct_body_part.calibration import (
+    CalibrationFileError,
+    load_labelled_series,
+    read_calibration_file,
+    write_calibration_file,
+)
+from training.ct_body_part.data import TrainingDataError, load_ct_volumes, reorder_anatomy
+from training.ct_body_part.train import TrainConfig, preset
+from training.synthetic.ct_phantoms import write_ct_study
+
+SPEC = InputSpec(size=64)
+
+
+@pytest.fixture(autouse=True)
+def wide_consoles(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli, "out", Console(width=400, force_terminal=False))
+    monkeypatch.setattr(cli, "console", Console(stderr=True, width=400, force_terminal=False))
+
+
+def _write(folder: Path, seed: int, slices: int = 20, **kwargs: object):
+    return write_ct_study(folder, seed, size=128, max_slices=slices, **kwargs)  # type: ignore[arg-type]
+
+
+def test_ct_volumes_are_read_from_a_folder_superior_first(tmp_path: Path) -> None:
+    a = _write(tmp_path / "data" / "a", 1, region="chest_abdomen_pelvis")
+    b = _write(tmp_path / "data" / "nested" / "b", 2, slices=15)
+    _write(tmp_path / "data" / "short", 3, slices=4)  # too few slices for m = 8
+    (tmp_path / "data" / "notes.txt").write_text("not dicom")
+    volumes, report = load_ct_volumes(tmp_path / "data", SPEC, min_slices=8)
+    assert sorted(len(v) for v in volumes) == sorted([len(a.files), len(b.files)])
+    assert report.series == 2 and len(report.skipped) == 1 and "fewer than 8" in report.skipped[0]
+    for volume in volumes:
+        assert volume.images.dtype == np.uint8 and volume.images.shape[1:] == (64, 64)
+        assert np.all(np.diff(volume.z_mm) < 0)
+    with pytest.raises(TrainingDataError, match="no CT series"):
+        load_ct_volumes(_empty(tmp_path), SPEC)
+
+
+def _empty(tmp_path: Path) -> Path:
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    return folder
+
+
+def test_reorder_anatomy_orders() -> None:
+    images = np.arange(9)[:, None, None] * np.ones((9, 2, 2), dtype=np.uint8)
+    assert reorder_anatomy(images, "reversed")[:, 0, 0].tolist() == list(range(8, -1, -1))
+    mixed = reorder_anatomy(images, "mixed")[:, 0, 0].tolist()
+    assert sorted(mixed) == list(range(9)) and mixed != list(range(9))
+    with pytest.raises(ValueError):
+        reorder_anatomy(images, "sideways")
+
+
+def test_calibration_file_round_trip_labels_slices_by_z(tmp_path: Path) -> None:
+    written = _write(tmp_path / "calib" / "v1", 11, slices=40, region="chest_abdomen_pelvis")
+    zones = {k: v for k, v in written.zones.items() if k != "head_neck"}
+    path = write_calibration_file(tmp_path / "calib" / "zones.csv", [(written.folder, zones)])
+    (entry,) = read_calibration_file(path)
+    assert entry.folder == written.folder
+    (volume,) = load_labelled_series([entry], SPEC)
+    for z, label in zip(volume.volume.z_mm, volume.labels, strict=True):
+        inside = [name for name, (top, bottom) in zones.items() if bottom <= z <= top]
+        assert label == (inside[0] if len(inside) == 1 else None)
+    assert {"chest", "abdomen", "pelvis"} & set(filter(None, volume.labels))
+
+
+def test_calibration_file_accepts_instance_numbers(tmp_path: Path) -> None:
+    written = _write(tmp_path / "v", 12, slices=10)
+    path = tmp_path / "zones.csv"
+    path.write_text("series,zone,first_instance,last_instance\nv,chest,1,4\nv,abdomen,5,10\n")
+    (entry,) = read_calibration_file(path)
+    (volume,) = load_labelled_series([entry], SPEC)
+    assert volume.labels.count("chest") == 4
+    assert volume.labels.count("abdomen") == len(written.files) - 4
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("series,zone,from_mm,to_mm\nv,legs,1,2\n", "zone 'legs'"),
+        ("series,zone,from_mm,to_mm\nmissing,chest,1,2\n", "not a folder"),
+        ("series,zone,from_mm,to_mm\nv,chest,a,2\n", "must be numbers"),
+        ("series,zone,from_mm,to_mm\nv,chest,,\n", "give from_mm"),
+        ("zone\nchest\n", "needs the columns"),
+        ("", "no zone ranges"),
+    ],
+)
+def test_bad_calibration_files_name_the_line(tmp_path: Path, text: str, message: str) -> None:
+    (tmp_path / "v").mkdir()
+    path = tmp_path / "zones.csv"
+    path.write_text(text)
+    with pytest.raises(CalibrationFileError, match=message):
+        read_calibration_file(path)
+
+
+def test_config_refuses_what_cannot_run(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="init_path"):
+        TrainConfig().validate()  # the paper's ImageNet init needs the converted weights
+    with pytest.raises(ValueError, match="vgg16"):
+        TrainConfig(architecture="alexnet", init_path=tmp_path).validate()
+    with pytest.raises(ValueError, match="calibration"):
+        TrainConfig(source="folder", data_dir=tmp_path, init="scratch").validate()
+    with pytest.raises(ValueError, match="m ≥ 3"):
+        preset("smoke", m=2).validate()
+    with pytest.raises(ValueError, match="unknown"):
+        preset("smoke", colour="blue")
+    assert preset("smoke").spec.scale == pytest.approx(1 / 64)
+    assert TrainConfig(init_path=tmp_path).spec.scale == 1.0  # ImageNet weights: caffe input
+
+
+def test_cli_trains_registers_and_activates(tmp_path: Path) -> None:
+    config = tmp_path / "node.toml"
+    config.write_text(
+        'database_url = "sqlite:///var/node.sqlite"\nstorage_dir = "var/storage"\n'
+        'model_dir = "var/models"\n'
+    )
+    (tmp_path / "var").mkdir()
+    args = ["train", "ct_body_part", "--config", str(config), "--preset", "smoke"]
+    args += ["--synthetic", "4", "--iterations", "4", "--version", "cli-1", "--activate"]
+    args += ["--no-progress"]
+    assert cli.main(args) == 0
+    folder = tmp_path / "var" / "models" / "ct_body_part" / "cli-1"
+    model = load_model(folder)
+    assert model.calibration is not None and model.architecture == "alexnet"
+    evaluation = json.loads((folder / "evaluation.json").read_text())
+    assert evaluation["paper_zone_accuracy_pct"] == 95.99 and "history" in evaluation
+    assert cli.main(["models", "list", "--config", str(config), "--format", "json"]) == 0
+
+
+def test_cli_explains_a_missing_vgg16_init(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "node.toml"
+    config.write_text('model_dir = "models"\ndatabase_url = "sqlite:///node.sqlite"\n')
+    code = cli.main(["train", "ct_body_part", "--config", str(config), "--synthetic", "4"])
+    assert code != 0
+    assert "vgg16-init" in capsys.readouterr().err

@@ -1,0 +1,13 @@
+"""Training the ``ct_body_part`` network without labels (paper 003, Yan et al.).
+
+* ``losses`` — L_order (Eq. 1), L_dist (Eq. 2) and their sum (Eq. 3);
+* ``sampler`` — g volumes × m equidistant slices per iteration;
+* ``data`` — unlabelled CT series from a folder (or the node's archive), or synthetic
+  phantoms, through the pipeline's own preprocessing;
+* ``calibration`` — the calibration file (zone ranges in two labelled volumes) and the
+  threshold fit;
+* ``evaluate`` — Spearman ρ, three-zone accuracy (paper: 95.99 %) and anomaly flags;
+* ``train`` — ``TrainConfig``, ``PRESETS`` (paper, demo, smoke), ``train_ubr``.
+
+Imports ``pipelines``, never ``dicom_node``.
+"""

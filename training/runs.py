@@ -1,0 +1,79 @@
+"""What every training run shares: progress bars, seeds, and writing the model folder.
+
+* ``progress_bars(enabled)`` — a rich ``Progress`` with the columns every run shows
+  (description, bar, done/total, elapsed, remaining, a free ``status`` field);
+* ``progress_callback(progress, what)`` — an ``Advance`` callback ``(done, total)`` for a
+  loader to report on a new bar;
+* ``int_seed(sequence)`` — one integer seed from a ``numpy.random.SeedSequence``;
+* ``staged_folder(out_dir, version)`` — build a model folder under a hidden
+  ``.<version>.partial`` name and rename it into place only when everything in it is
+  written; a failed run leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+#: A loader's progress report: (done, total).
+Advance = Callable[[int, int], None]
+
+
+@contextmanager
+def progress_bars(enabled: bool) -> Iterator[Progress]:
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[status]}"),
+        disable=not enabled,
+        transient=False,
+    )
+    with progress:
+        yield progress
+
+
+def progress_callback(progress: Progress, what: str) -> Advance:
+    task = progress.add_task(what, total=None, status="")
+
+    def advance(done: int, total: int) -> None:
+        progress.update(task, completed=done, total=total)
+
+    return advance
+
+
+def int_seed(sequence: np.random.SeedSequence) -> int:
+    return int(sequence.generate_state(1)[0])
+
+
+@contextmanager
+def staged_folder(out_dir: Path, version: str) -> Iterator[Path]:
+    """Yield an empty staging folder; on success it becomes ``out_dir/version``."""
+    folder = Path(out_dir) / version
+    if folder.exists():
+        raise FileExistsError(f"model folder {folder} already exists; choose another version")
+    staging = Path(out_dir) / f".{version}.partial"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+        os.replace(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
