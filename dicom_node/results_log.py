@@ -157,12 +157,13 @@ def list_results(
     with Session(engine) as session:
         results = session.execute(query).scalars().all()
         ids = [r.id for r in results]
-        measurements: dict[int, list[str]] = {}
+        values: dict[int, dict[tuple[str, str], list[float]]] = {}
         if ids:
             for m in session.execute(
                 select(Measurement).where(Measurement.result_id.in_(ids)).order_by(Measurement.id)
             ).scalars():
-                measurements.setdefault(m.result_id, []).append(f"{m.name}={m.value:g} {m.unit}")
+                values.setdefault(m.result_id, {}).setdefault((m.name, m.unit), []).append(m.value)
+        measurements = {key: _measurement_texts(named) for key, named in values.items()}
         outputs: dict[int, list[str]] = {}
         deliveries: dict[int, list[str]] = {}
         if ids:
@@ -194,6 +195,22 @@ def list_results(
         }
         for r in results
     ]
+
+
+#: A measurement name repeated more often than this (a value per slice) is summarised.
+REPEATED_MEASUREMENT_LIMIT = 3
+
+
+def _measurement_texts(named: dict[tuple[str, str], list[float]]) -> list[str]:
+    """``name=value unit`` each; a name with many values (e.g. a score per CT slice) as
+    ``name: N values min..max unit`` (each value is in the ``measurements`` table)."""
+    texts = []
+    for (name, unit), found in named.items():
+        if len(found) > REPEATED_MEASUREMENT_LIMIT:
+            texts.append(f"{name}: {len(found)} values {min(found):g}..{max(found):g} {unit}")
+        else:
+            texts.extend(f"{name}={value:g} {unit}" for value in found)
+    return texts
 
 
 def list_deliveries(engine: Engine, state: str | None = None) -> list[Row]:

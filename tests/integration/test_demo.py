@@ -18,7 +18,7 @@ import pytest
 
 from tests.peers import require_tool
 
-pytestmark = [pytest.mark.peers, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.peers, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -27,7 +27,8 @@ def demo(workdir: Path, *args: str) -> dict[str, object]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DICOM_NODE_")}
     done = subprocess.run(
         [sys.executable, "-m", "dicom_node", "demo", "--workdir", str(workdir), "--preset",
-         "smoke", "--studies", "3", "--film-scale", "0.1", "--timeout", "240", *args],
+         "smoke", "--studies", "3", "--film-scale", "0.1", "--timeout", "240",
+         "--ct-slices", "40", "--ct-size", "128", "--ct-preset", "smoke", *args],
         capture_output=True, text=True, timeout=540, cwd=REPO, env=env, check=False,
     )  # fmt: skip
     assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
@@ -47,6 +48,10 @@ def test_demo_trains_a_model_and_brings_every_study_back(tmp_path: Path) -> None
         assert study["predicted_angle_deg"] is not None
     received = [pydicom.dcmread(p) for p in (tmp_path / "demo" / "pacs").rglob("*.dcm")]
     assert {ds.Modality for ds in received} >= {"SR", "OT"}
+    # The CT series came back with its zones, and the score plot is a PNG beside the report.
+    ct = first["ct"]
+    assert isinstance(ct, dict) and ct["trained"] is True and ct["zones"], ct
+    assert (tmp_path / "demo" / "ct_body_part_plot.png").stat().st_size > 10_000
     # A model trained for seconds is rough, but far better than a guess (90° on average).
     errors = [abs(float(s["error_deg"])) for s in studies]
     assert sum(errors) / len(errors) < 45.0, studies

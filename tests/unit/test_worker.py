@@ -414,3 +414,14 @@ def test_registry_rejects_bad_targets(target: str, message: str) -> None:
         registry.get("candidate")
     with pytest.raises(PipelineUnavailable):  # not cached as loaded
         registry.get("candidate")
+
+
+def test_results_listing_summarises_per_slice_values() -> None:
+    from dicom_node.results_log import _measurement_texts
+
+    named = {
+        ("Lowest score", "{score}"): [-3.5],
+        ("Body part score", "{score}"): [float(v) for v in range(-5, 295)],
+    }
+    texts = _measurement_texts(named)
+    assert texts == ["Lowest score=-3.5 {score}", "Body part score: 300 values -5..294 {score}"]

@@ -7,8 +7,8 @@ restate). Conv1–conv5 start from the ImageNet VGG16 weights (``dicom-node mode
 vgg16-init``) or from scratch; conv6 and fc always start from scratch.
 
 Every ``eval_every`` iterations the network is scored on held-out volumes (the loss on
-fixed slice groups, and Spearman's ρ of slice index and score); the best state by that
-loss is kept. Then the zone thresholds are calibrated on two labelled volumes, and the
+fixed slice groups, and Spearman's ρ of slice index and score); the state with the best
+ρ (then the lower loss) is kept. Then the zone thresholds are calibrated on two labelled volumes, and the
 model is evaluated on held-out volumes (``evaluate``). The result is a complete model
 folder: ``weights.pt``, ``model.json`` (with the calibration), ``evaluation.json``.
 
@@ -95,6 +95,7 @@ class TrainConfig:
     m: int = 8
     iterations: int = 1500
     lr: float = 0.002
+    lr_schedule: Literal["constant", "cosine"] = "constant"
     momentum: float = 0.9
     weight_decay: float = 5e-4
     eval_every: int = 50
@@ -138,6 +139,8 @@ class TrainConfig:
             raise ValueError("iterations and eval_every must be positive")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError("lr must be a positive number")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError("lr_schedule must be constant or cosine")
         if self.source == "synthetic" and self.synthetic_volumes < 2:
             raise ValueError("synthetic training needs at least 2 volumes")
         if self.validation_volumes < 1 or self.test_volumes < 1:
@@ -169,6 +172,7 @@ PRESETS: dict[str, TrainConfig] = {
         m=8,
         iterations=400,
         lr=0.00025,
+        lr_schedule="cosine",
         eval_every=50,
         validation_volumes=4,
         test_volumes=8,
@@ -183,6 +187,7 @@ PRESETS: dict[str, TrainConfig] = {
         m=8,
         iterations=300,
         lr=0.00025,
+        lr_schedule="cosine",
         eval_every=50,
         validation_volumes=3,
         test_volumes=6,
@@ -248,6 +253,11 @@ def train_ubr(config: TrainConfig) -> TrainedModel:
         optimizer = torch.optim.SGD(
             parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
         )
+        schedule = (
+            torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.iterations)
+            if config.lr_schedule == "cosine"
+            else None
+        )
         rng = np.random.default_rng(seeds[1])
         lengths = [len(v) for v in train]
         validation_groups = sample_groups(
@@ -258,7 +268,7 @@ def train_ubr(config: TrainConfig) -> TrainedModel:
         )
         history: list[Checkpoint] = []
         best_state: dict[str, torch.Tensor] | None = None
-        best_loss, best_iteration = math.inf, 0
+        best_loss, best_rho, best_iteration = math.inf, -math.inf, 0
         running: list[float] = []
         task = progress.add_task("training", total=config.iterations, status="")
         train_started = checkpoint_started = time.perf_counter()
@@ -271,6 +281,8 @@ def train_ubr(config: TrainConfig) -> TrainedModel:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if schedule is not None:
+                schedule.step()
             running.append(float(loss.detach()))
             progress.advance(task)
             out_of_time = (
@@ -290,8 +302,8 @@ def train_ubr(config: TrainConfig) -> TrainedModel:
                 )
                 history.append(point)
                 running, checkpoint_started = [], time.perf_counter()
-                if val_loss < best_loss:
-                    best_loss, best_iteration = val_loss, iteration
+                if (val_rho, -val_loss) > (best_rho, -best_loss):
+                    best_rho, best_loss, best_iteration = val_rho, val_loss, iteration
                     best_state = {k: v.detach().clone() for k, v in network.state_dict().items()}
                 progress.update(
                     task,
@@ -319,6 +331,8 @@ def train_ubr(config: TrainConfig) -> TrainedModel:
         "iterations_run": iteration,
         "best_iteration": best_iteration,
         "best_validation_loss": round(best_loss, 6),
+        "best_validation_spearman": round(best_rho, 4),
+        "lr_schedule": config.lr_schedule,
         "loss": "L_order + L_dist (Eqs. 1-3, sums; smooth L1 beta 1)",
         "optimizer": f"SGD(lr={config.lr}, momentum={config.momentum}, wd={config.weight_decay})",
         "init": config.init,
