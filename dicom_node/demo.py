@@ -620,6 +620,7 @@ def _forget_earlier_runs(engine: Engine, workdir: Path, settings: NodeSettings) 
         settings.outputs_dir,
         workdir / "orthanc",
         workdir / "pacs",
+        workdir / "ct",
     ):
         shutil.rmtree(folder, ignore_errors=True)
     (workdir / PLOT_PNG).unlink(missing_ok=True)
@@ -781,23 +782,24 @@ def print_ct_report(report: DemoReport, console: Console) -> None:
     table = Table(
         title=f"ct_body_part {report.ct_model_version}: zones of the synthetic CT "
         f"(…{row.series_instance_uid[-12:]}, {row.slices} slices {row.spacing_mm:g} mm apart)",
-        caption="z in mm (patient z, the head is +); phantom: the slices in its true zone",
+        caption="z: first…last slice of the zone (patient z, the head is +); phantom's: the "
+        "slices in its true zone",
     )
-    columns = ("zone", "top z", "bottom z", "length", "slices", "phantom z", "phantom slices")
-    for column in columns:
+    for column in ("zone", "z (mm)", "length", "slices", "phantom's z (mm)", "slices"):
         table.add_column(column, justify="left" if column == "zone" else "right")
     found = {str(zone.get("zone")): zone for zone in summary.get("zones") or []}
-    names = list(found) + [z for z in row.true_zones if z not in found and row.true_extent(z)]
+    # Head to feet: the phantom's zones in the scan or found, then any other zone found.
+    names = [z for z in row.true_zones if z in found or row.true_extent(z) is not None]
+    names += [z for z in found if z not in names]
     for name in names:
         zone = found.get(name)
         true = row.true_extent(name)
         table.add_row(
             name.replace("_", "/"),
-            "not found" if zone is None else f"{zone['z_top_mm']:.1f}",
-            "—" if zone is None else f"{zone['z_bottom_mm']:.1f}",
-            "—" if zone is None else f"{zone['length_mm']:.0f}",
+            "not found" if zone is None else f"{zone['z_top_mm']:.1f}…{zone['z_bottom_mm']:.1f}",
+            "—" if zone is None else f"{zone['length_mm']:.0f} mm",
             "—" if zone is None else str(zone["slices"]),
-            "—" if true is None else f"{true[0]:.1f} … {true[1]:.1f}",
+            "—" if true is None else f"{true[0]:.1f}…{true[1]:.1f}",
             "—" if true is None else str(true[2]),
         )
     console.print(table)

@@ -663,12 +663,30 @@ def _copy_patient_and_study(target: hd.SOPClass, source: Dataset) -> None:
             setattr(target, keyword, None)
 
 
+#: Body Part Examined terms of paired structures, whose series need Laterality (Type 2C).
+PAIRED_BODY_PARTS = frozenset(
+    {
+        "ANKLE", "ARM", "BREAST", "CLAVICLE", "EAR", "ELBOW", "EXTREMITY", "EYE", "FEMUR",
+        "FIBULA", "FINGER", "FOOT", "FOREARM", "HAND", "HEEL", "HIP", "HUMERUS", "KIDNEY",
+        "KNEE", "LEG", "LOWERLIMB", "LUNG", "ORBIT", "PATELLA", "RADIUS", "SCAPULA",
+        "SHOULDER", "THIGH", "THUMB", "TIBIA", "TOE", "ULNA", "UPPERLIMB", "WRIST",
+    }
+)  # fmt: skip
+
+
 def _copy_laterality_and_body_part(target: Dataset, source: Dataset) -> None:
-    """General Series Laterality (Type 2C, paired body parts: the source's, or empty) and
-    Body Part Examined from the source."""
+    """General Series Laterality and Body Part Examined from the source.
+
+    Laterality is Type 2C (required for paired body parts): the source's R or L; empty
+    when the part is paired or not named; left out for an unpaired part (a chest CT),
+    where dciodvfy counts an empty one as present without its condition."""
     laterality = str(source.get("Laterality") or source.get("ImageLaterality") or "")
-    target.Laterality = laterality if laterality in ("R", "L") else ""
-    if source.get("BodyPartExamined"):
+    part = str(source.get("BodyPartExamined") or "").strip().upper()
+    if laterality in ("R", "L"):
+        target.Laterality = laterality
+    elif not part or part in PAIRED_BODY_PARTS:
+        target.Laterality = ""
+    if part:
         target.BodyPartExamined = source.BodyPartExamined
 
 

@@ -1,17 +1,21 @@
 """``dicom-node demo`` end to end, as a newcomer runs it (with a smaller film and model).
 
-The first run has no model: it trains one (the ``smoke`` preset) and uses a receiving SCP
-as the PACS; the second run finds the model active and uses a real Orthanc. Both must
-bring every study back with its SR, SC and (for right-angle turns) GSPS.
+The first run has no models: it trains one per pipeline (the ``smoke`` presets) and uses
+a receiving SCP as the PACS; the second run finds the models active and uses a real
+Orthanc. Both must bring every hand study back with its SR, SC and (for right-angle turns)
+GSPS, and the small CT series (40 slices of 128²) with its SR and score plot SC, its zones
+in ``demo-report.json`` and the plot as a PNG in the work folder.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
@@ -21,6 +25,7 @@ from tests.peers import require_tool
 pytestmark = [pytest.mark.peers, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parents[2]
+CT_SLICES = 40
 
 
 def demo(workdir: Path, *args: str) -> dict[str, object]:
@@ -28,7 +33,7 @@ def demo(workdir: Path, *args: str) -> dict[str, object]:
     done = subprocess.run(
         [sys.executable, "-m", "dicom_node", "demo", "--workdir", str(workdir), "--preset",
          "smoke", "--studies", "3", "--film-scale", "0.1", "--timeout", "240",
-         "--ct-slices", "40", "--ct-size", "128", "--ct-preset", "smoke", *args],
+         "--ct-slices", str(CT_SLICES), "--ct-size", "128", "--ct-preset", "smoke", *args],
         capture_output=True, text=True, timeout=540, cwd=REPO, env=env, check=False,
     )  # fmt: skip
     assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
@@ -49,9 +54,8 @@ def test_demo_trains_a_model_and_brings_every_study_back(tmp_path: Path) -> None
     received = [pydicom.dcmread(p) for p in (tmp_path / "demo" / "pacs").rglob("*.dcm")]
     assert {ds.Modality for ds in received} >= {"SR", "OT"}
     # The CT series came back with its zones, and the score plot is a PNG beside the report.
-    ct = first["ct"]
-    assert isinstance(ct, dict) and ct["trained"] is True and ct["zones"], ct
-    assert (tmp_path / "demo" / "ct_body_part_plot.png").stat().st_size > 10_000
+    first_ct = check_ct(first, tmp_path / "demo")
+    assert first_ct["trained"] is True and {"sr", "sc"} <= set(first_ct["in_pacs"]), first_ct
     # A model trained for seconds is rough, but far better than a guess (90° on average).
     errors = [abs(float(s["error_deg"])) for s in studies]
     assert sum(errors) / len(errors) < 45.0, studies
@@ -63,3 +67,31 @@ def test_demo_trains_a_model_and_brings_every_study_back(tmp_path: Path) -> None
         assert {"DX", "CR"} & set(study["in_pacs"]), study  # the film itself
         if study["rotation_deg"] is not None and float(study["rotation_deg"]) % 90 == 0:
             assert "PR" in study["in_pacs"]
+    ct = check_ct(second, tmp_path / "demo")
+    assert ct["trained"] is False and ct["model_version"] == first_ct["model_version"]
+    assert {"CT", "SR", "OT"} <= set(ct["in_pacs"]), ct
+
+
+def check_ct(report: dict[str, object], workdir: Path) -> dict[str, Any]:
+    """The report's CT part: delivered, zones with extents, r and scores, the plot as an SC
+    file and as a PNG of the same picture in the work folder."""
+    ct = report["ct"]
+    assert isinstance(ct, dict), report
+    assert ct["state"] == "delivered" and ct["slices"] >= CT_SLICES - 2, ct
+    assert ct["zones"], ct
+    for zone in ct["zones"]:
+        assert zone["zone"] in {"head_neck", "chest", "abdomen", "pelvis"}, zone
+        assert zone["z_top_mm"] >= zone["z_bottom_mm"] and zone["slices"] >= 1, zone
+    assert sum(zone["slices"] for zone in ct["zones"]) <= ct["slices"]
+    assert set(ct["true_zones"]) >= {"chest", "abdomen", "pelvis"}, ct  # the phantom's
+    assert ct["reversed"] is False and -1.0 <= ct["r"] <= 1.0, ct
+    low, high = ct["score_range"]
+    assert low < high, ct
+    png = workdir / "ct_body_part_plot.png"
+    assert Path(ct["plot_png"]).resolve() == png.resolve()
+    head = png.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", head
+    width, height = struct.unpack(">II", head[16:24])
+    sc = pydicom.dcmread(ct["plot_dicom"])
+    assert sc.Modality == "OT" and (sc.Columns, sc.Rows) == (width, height)
+    return ct
