@@ -68,7 +68,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import io
 import json
 import os
 import platform
@@ -77,7 +76,6 @@ import statistics
 import sys
 import tempfile
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -109,6 +107,8 @@ from pipelines.model_store import (  # noqa: E402
     file_sha256,
     write_model_card,
 )
+from pipelines.onnx_runtime import OnnxNetwork  # noqa: E402
+from pipelines.onnx_runtime import export_onnx as export_network  # noqa: E402
 from training.ct_body_part.data import PHANTOM_FOV_MM, TrainingVolume  # noqa: E402
 from training.ct_body_part.evaluate import (  # noqa: E402
     PAPER_ZONE_ACCURACY_PCT,
@@ -146,7 +146,6 @@ PLACEHOLDER_CALIBRATION = {"zones": ["chest", "abdomen", "pelvis"], "thresholds"
 RANDOM_INPUT_SCALE = 1.0 / 64.0  # as a network trained from scratch is fed
 UID_ROOT = "1.2.826.0.1.3680043.8.498.77"
 DEVICE = DeviceIdentity(ae_title="BENCH_NODE", software_version="bench")
-ONNX_OPSET = 17
 NO_ACCURACY = "untrained (random) weights: zones meaningless"
 
 console = Console(highlight=False, soft_wrap=False, width=210)
@@ -302,44 +301,19 @@ class SubsetScored(UbrModel):
 
 
 class OrtNetwork(torch.nn.Module):
-    """A network exported to ONNX and run by ONNX Runtime, called like the torch module."""
+    """``OnnxNetwork`` as a torch module, so it can stand in a ``UbrModel``."""
 
     def __init__(self, onnx_model: bytes, *, threads: int) -> None:
         super().__init__()
-        import onnxruntime as ort  # only this row needs it
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = max(1, threads)
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # Threads that spin after a run would take the cores from the stages after it.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(onnx_model, options, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
+        self.onnx = OnnxNetwork(onnx_model, threads=threads)
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        array = np.ascontiguousarray(batch.detach().cpu().numpy(), dtype=np.float32)
-        (output,) = self.session.run(None, {self.input_name: array})
-        return torch.from_numpy(np.asarray(output))
+        return self.onnx(batch)
 
 
 def export_onnx(network: torch.nn.Module, size: int) -> bytes:
     """``network`` as an ONNX model with a variable batch size, in memory."""
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation, tracer notes
-        torch.onnx.export(
-            network,
-            (torch.zeros(2, 3, size, size),),
-            buffer,  # type: ignore[arg-type]  # the TorchScript exporter takes file objects
-            input_names=["input"],
-            output_names=["score"],
-            dynamic_axes={"input": {0: "batch"}, "score": {0: "batch"}},
-            opset_version=ONNX_OPSET,
-            dynamo=False,
-        )
-    return buffer.getvalue()
+    return export_network(network, torch.zeros(2, 3, size, size))
 
 
 class FixedModelPipeline(CtBodyPart):

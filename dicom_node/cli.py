@@ -440,10 +440,18 @@ def cmd_models_vgg16_init(args: argparse.Namespace) -> int:
 # -- training and the demo ----------------------------------------------------------------------
 
 
+def _register_trained(settings: NodeSettings, folder: Path, *, activate: bool) -> None:
+    """Import a freshly trained model folder into the store (and make it active)."""
+    from dicom_node.model_registry import import_model
+
+    card = import_model(_migrated_engine(settings), folder, settings.model_dir, activate=activate)
+    state = "and active" if activate else "(activate: `dicom-node models activate`)"
+    out.print(f"registered {card.pipeline} {card.version} {state}")
+
+
 def cmd_train_hand_orientation(args: argparse.Namespace) -> int:
     import torch
 
-    from dicom_node.model_registry import import_model
     from training.hand_orientation import TrainConfig, preset, train_orientation
 
     settings = _settings(args)
@@ -478,18 +486,13 @@ def cmd_train_hand_orientation(args: argparse.Namespace) -> int:
         f"{report.quadrant_accuracy_pct:.1f} % ({report.films} held-out films)"
     )
     if args.register:
-        card = import_model(
-            _migrated_engine(settings), trained.folder, settings.model_dir, activate=args.activate
-        )
-        state = "and active" if args.activate else "(activate: `dicom-node models activate`)"
-        out.print(f"registered {card.pipeline} {card.version} {state}")
+        _register_trained(settings, trained.folder, activate=args.activate)
     return EXIT_OK
 
 
 def cmd_train_ct_body_part(args: argparse.Namespace) -> int:
     import torch
 
-    from dicom_node.model_registry import import_model
     from pipelines.ct_body_part.vgg16_init import default_init_path
     from training.ct_body_part.train import TrainConfig, preset, train_ubr
 
@@ -544,11 +547,7 @@ def cmd_train_ct_body_part(args: argparse.Namespace) -> int:
         f"{evaluation.abnormal_volumes}, normal volumes flagged {evaluation.normal_flagged}"
     )
     if args.register:
-        card = import_model(
-            _migrated_engine(settings), trained.folder, settings.model_dir, activate=args.activate
-        )
-        state = "and active" if args.activate else "(activate: `dicom-node models activate`)"
-        out.print(f"registered {card.pipeline} {card.version} {state}")
+        _register_trained(settings, trained.folder, activate=args.activate)
     return EXIT_OK
 
 

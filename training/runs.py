@@ -7,7 +7,9 @@
 * ``int_seed(sequence)`` — one integer seed from a ``numpy.random.SeedSequence``;
 * ``staged_folder(out_dir, version)`` — build a model folder under a hidden
   ``.<version>.partial`` name and rename it into place only when everything in it is
-  written; a failed run leaves nothing behind.
+  written; a failed run leaves nothing behind;
+* ``write_weights_and_card(folder, ...)`` — the trained state dict as ``weights.pt`` and
+  its first ``model.json`` (metrics and calibration are added once evaluated).
 """
 
 from __future__ import annotations
@@ -16,9 +18,12 @@ import os
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -27,6 +32,8 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+
+from pipelines.model_store import WEIGHTS_FILE, ModelCard, file_sha256, write_model_card
 
 #: A loader's progress report: (done, total).
 Advance = Callable[[int, int], None]
@@ -77,3 +84,29 @@ def staged_folder(out_dir: Path, version: str) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def write_weights_and_card(
+    folder: Path,
+    *,
+    pipeline: str,
+    version: str,
+    architecture: str,
+    input_spec: dict[str, Any],
+    state: dict[str, torch.Tensor],
+    training_data: dict[str, Any],
+) -> ModelCard:
+    """Save ``state`` as the folder's weights and write the card that describes them."""
+    weights = Path(folder) / WEIGHTS_FILE
+    torch.save({k: v.contiguous() for k, v in state.items()}, weights)
+    card = ModelCard(
+        pipeline=pipeline,
+        version=version,
+        created=datetime.now(UTC),
+        architecture={"name": architecture},
+        input_spec=input_spec,
+        weights_sha256=file_sha256(weights),
+        training_data=training_data,
+    )
+    write_model_card(folder, card)
+    return card

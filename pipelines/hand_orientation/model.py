@@ -24,11 +24,9 @@ the whole path; the outputs agreed to 2e-5 (angles to 3e-5°).
 
 from __future__ import annotations
 
-import io
 import logging
 import statistics
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, get_args
@@ -40,6 +38,8 @@ from pipelines.hand_orientation.angles import angular_error, output_to_degrees
 from pipelines.hand_orientation.network import build_network
 from pipelines.hand_orientation.preprocess import InputSpec, network_input
 from pipelines.model_store import ModelCard, ModelFolderCache, ModelStoreError, read_model_card
+from pipelines.onnx_runtime import OnnxNetwork
+from pipelines.onnx_runtime import export_onnx as export_network
 
 logger = logging.getLogger(__name__)
 
@@ -55,34 +55,6 @@ AGREEMENT_TOLERANCE = 1e-3
 ANGLE_TOLERANCE_DEG = 0.01
 #: Timed runs per runtime when ``runtime="auto"`` chooses (after one warm-up run).
 AUTO_TIMING_RUNS = 5
-#: ONNX opset of the export (supported by torch's TorchScript exporter and ORT ≥ 1.12).
-ONNX_OPSET = 17
-
-
-class OnnxNetwork:
-    """A network exported to ONNX, run by ONNX Runtime; called like the torch module.
-
-    ``threads`` is ONNX Runtime's intra-op thread count. Its threads do not spin-wait
-    for work after a run, so they leave the cores to the stages that follow (the
-    film's rotation, the encoding).
-    """
-
-    def __init__(self, onnx_model: bytes, *, threads: int) -> None:
-        import onnxruntime as ort  # optional: only this runtime needs it
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = max(1, threads)
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(onnx_model, options, providers=["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
-
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        array = np.ascontiguousarray(batch.detach().cpu().numpy(), dtype=np.float32)
-        (output,) = self.session.run(None, {self.input_name: array})
-        return torch.from_numpy(np.asarray(output))
 
 
 @dataclass(frozen=True)
@@ -210,25 +182,7 @@ def with_runtime(model: OrientationModel, runtime: Runtime) -> OrientationModel:
 
 def export_onnx(network: torch.nn.Module, spec: InputSpec) -> bytes:
     """``network`` (in eval mode) as an ONNX model with a variable batch size, in memory."""
-    example = torch.zeros(1, 3, spec.crop, spec.crop)
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        # The TorchScript-based exporter warns that it is deprecated; the torch.export
-        # one needs onnxscript. A future torch without it makes the export fail, and
-        # the model stays on torch.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", FutureWarning)
-        torch.onnx.export(
-            network,
-            (example,),
-            buffer,  # type: ignore[arg-type]  # the TorchScript exporter takes file objects
-            input_names=["input"],
-            output_names=["output"],
-            dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
-            opset_version=ONNX_OPSET,
-            dynamo=False,
-        )
-    return buffer.getvalue()
+    return export_network(network, torch.zeros(1, 3, spec.crop, spec.crop))
 
 
 def agreement_inputs(spec: InputSpec, samples: int = AGREEMENT_SAMPLES) -> torch.Tensor:

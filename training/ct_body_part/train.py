@@ -23,23 +23,19 @@ import logging
 import math
 import time
 from dataclasses import asdict, dataclass, fields, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from pipelines.ct_body_part.model import PIPELINE_NAME, UbrModel, load_model
+from pipelines.ct_body_part.model import PIPELINE_NAME, load_model
 from pipelines.ct_body_part.network import ARCHITECTURES, build_network, set_trainable
 from pipelines.ct_body_part.preprocess import InputSpec, network_batch
 from pipelines.ct_body_part.vgg16_init import load_vgg16_init
-from pipelines.ct_body_part.zones import Calibration
 from pipelines.model_store import (
-    WEIGHTS_FILE,
     ModelCard,
     check_version,
-    file_sha256,
     new_version,
     write_model_card,
 )
@@ -64,7 +60,13 @@ from training.ct_body_part.evaluate import (
 )
 from training.ct_body_part.losses import ubr_loss
 from training.ct_body_part.sampler import SliceGroup, sample_groups
-from training.runs import int_seed, progress_bars, progress_callback, staged_folder
+from training.runs import (
+    int_seed,
+    progress_bars,
+    progress_callback,
+    staged_folder,
+    write_weights_and_card,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -468,21 +470,18 @@ def _write_model_folder(
     history: list[Checkpoint],
 ) -> TrainedModel:
     with staged_folder(out_dir, version) as staging:
-        weights = staging / WEIGHTS_FILE
-        torch.save({k: v.contiguous() for k, v in state.items()}, weights)
-        card = ModelCard(
+        card = write_weights_and_card(
+            staging,
             pipeline=PIPELINE_NAME,
             version=version,
-            created=datetime.now(UTC),
-            architecture={"name": config.architecture},
+            architecture=config.architecture,
             input_spec=config.spec.to_json(),
-            weights_sha256=file_sha256(weights),
+            state=state,
             training_data=summary,
         )
-        write_model_card(staging, card)
         model = load_model(staging)  # as the pipeline will load it
         calibration = fit_calibration(model, calibration_set)
-        model = UbrModel(model.card, model.network, model.spec, calibration)
+        model = replace(model, calibration=calibration)
         started = time.perf_counter()
         evaluation = evaluate_volumes(model, test, abnormal=abnormal)
         metrics = {
@@ -510,7 +509,3 @@ def _write_model_folder(
         evaluation.zone_accuracy_pct,
     )
     return TrainedModel(out_dir / version, card, evaluation, history)
-
-
-def with_calibration(model: UbrModel, calibration: Calibration) -> UbrModel:
-    return UbrModel(model.card, model.network, model.spec, calibration)

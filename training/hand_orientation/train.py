@@ -59,7 +59,6 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -78,7 +77,6 @@ from pipelines.hand_orientation.network import (
 )
 from pipelines.hand_orientation.preprocess import InputSpec
 from pipelines.model_store import (
-    WEIGHTS_FILE,
     ModelCard,
     check_version,
     file_sha256,
@@ -102,7 +100,13 @@ from training.hand_orientation.evaluate import (
     predict_network,
     write_evaluation,
 )
-from training.runs import int_seed, progress_bars, progress_callback, staged_folder
+from training.runs import (
+    int_seed,
+    progress_bars,
+    progress_callback,
+    staged_folder,
+    write_weights_and_card,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -622,18 +626,15 @@ def _write_model_folder(
 ) -> TrainedModel:
     folder = out_dir / version
     with staged_folder(out_dir, version) as staging:
-        weights = staging / WEIGHTS_FILE
-        torch.save({k: v.contiguous() for k, v in state.items()}, weights)
-        card = ModelCard(
+        card = write_weights_and_card(
+            staging,
             pipeline=PIPELINE_NAME,
             version=version,
-            created=datetime.now(UTC),
-            architecture={"name": config.architecture},
+            architecture=config.architecture,
             input_spec=config.spec.to_json(),
-            weights_sha256=file_sha256(weights),
+            state=state,
             training_data=summary,
         )
-        write_model_card(staging, card)
         model = load_model(staging)  # as the pipeline will load it
         started = time.perf_counter()
         report = evaluate_model(model, test)
