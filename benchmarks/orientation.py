@@ -4,7 +4,8 @@
                                                [--runtimes torch,compile,onnxruntime]
                                                [--model DIR] [--architecture resnet50]
                                                [--threads 2] [--free-angle 37]
-                                               [--size 3000] [--workdir DIR] [--json PATH]
+                                               [--size 3000] [--keep-freed-mb 256]
+                                               [--workdir DIR] [--json PATH]
 
 One film's path, as the node runs it (``HandOrientation.run`` and the worker's encoding),
 timed stage by stage with ``torch.set_num_threads(--threads)``:
@@ -40,6 +41,10 @@ inductor cache unless ``--reuse-compile-cache``) and ``onnxruntime``
 compared on every film's input and on fixed random inputs: max |Δ| of the two outputs
 and of the angle, against eager torch.
 
+The process's malloc is set as a worker's is (``dicom_node.worker.keep_freed_memory``
+with ``--keep-freed-mb``, by default the node's ``worker_keep_freed_mb``; 0 measures
+glibc's defaults).
+
 Films come from ``training.synthetic.write_hand_study`` (analytic hand phantoms, angles
 spread over the circle, MONOCHROME1 and 2 alternating), written once into ``WORKDIR``
 and reused. Without ``--model`` the network has seeded random weights (speed does not
@@ -52,7 +57,6 @@ against it and against this run's eager network. Results go to ``--json`` (defau
 from __future__ import annotations
 
 import argparse
-import ctypes
 import datetime as dt
 import json
 import os
@@ -83,6 +87,8 @@ from dicom_node.encode import (  # noqa: E402
     read_source_headers,
     write_output,
 )
+from dicom_node.settings import NodeSettings  # noqa: E402
+from dicom_node.worker import keep_freed_memory  # noqa: E402
 from pipelines.contract import DerivedImage, Measurement, PipelineResult  # noqa: E402
 from pipelines.film_io import Film, read_film  # noqa: E402
 from pipelines.hand_orientation.angles import angular_error, output_to_degrees  # noqa: E402
@@ -478,24 +484,6 @@ def print_tables(runs: list[RuntimeRun], agreements: dict[str, Agreement]) -> di
     return report
 
 
-def keep_freed_memory() -> bool:
-    """glibc: serve allocations up to 512 MB from the heap and keep freed memory.
-
-    Large blocks (a film's bytes as pydicom reads them, highdicom's Pixel Data, Pillow's
-    images) are otherwise mapped afresh for every film and their pages faulted in again,
-    which costs ~0.6 ms per MB on some virtual machines. The same as starting the process
-    with ``MALLOC_MMAP_THRESHOLD_=536870912 MALLOC_TRIM_THRESHOLD_=1073741824``.
-    """
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
-    return bool(
-        libc.mallopt(m_mmap_threshold, 512 << 20) and libc.mallopt(m_trim_threshold, 1 << 30)
-    )
-
-
 # -- main --------------------------------------------------------------------------------------
 
 
@@ -516,10 +504,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="results file")
     parser.add_argument("--keep", action="store_true", help="keep a temporary workdir")
     parser.add_argument(
-        "--keep-freed-memory",
-        action="store_true",
-        help="tune glibc's malloc to reuse freed memory for large blocks (see "
-        "keep_freed_memory); default: the process's malloc settings as they are",
+        "--keep-freed-mb",
+        type=int,
+        default=NodeSettings.model_fields["worker_keep_freed_mb"].default,
+        help="freed heap kept for the next film, as a worker with the setting "
+        "worker_keep_freed_mb does (default: the node's default); 0: glibc's defaults",
     )
     parser.add_argument(
         "--reuse-compile-cache",
@@ -540,9 +529,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "torch" not in names:
         names.insert(0, "torch")  # the reference for agreement and ratios
     torch.set_num_threads(args.threads)
-    malloc_tuned = args.keep_freed_memory and keep_freed_memory()
-    if args.keep_freed_memory and not malloc_tuned:
-        console.print("warning: glibc's mallopt is not available; malloc left as it is")
+    malloc_tuned = keep_freed_memory(args.keep_freed_mb)
+    if args.keep_freed_mb and not malloc_tuned:
+        console.print("warning: malloc left as it is (not glibc, or MALLOC_* variables set)")
     temporary = args.workdir is None
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="orientation-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -552,7 +541,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     console.print(
         f"workdir {workdir}; {os.cpu_count()} CPUs, torch {torch.__version__} with "
         f"{torch.get_num_threads()} threads; load average {state_before['loadavg']}"
-        + ("; malloc keeps freed memory" if malloc_tuned else "")
+        + (f"; malloc keeps {args.keep_freed_mb} MB freed" if malloc_tuned else "")
     )
     if state_before["loadavg"][0] > 0.5:
         console.print("warning: the machine is not idle: figures will be pessimistic")
@@ -617,7 +606,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "cpus": os.cpu_count(),
             "threads": args.threads,
             "torch": torch.__version__,
-            "malloc_keeps_freed_memory": malloc_tuned,
+            "malloc_keeps_freed_mb": args.keep_freed_mb if malloc_tuned else 0,
             "before": state_before,
             "after": state_after,
         },

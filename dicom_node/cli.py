@@ -74,7 +74,9 @@ def _stop_when_orphaned(parent_pid: int, stop: threading.Event) -> None:
 
 def _run_worker(settings: NodeSettings, once: bool = False, parent_pid: int | None = None) -> int:
     from dicom_node.flow import NodeParts
+    from dicom_node.worker import keep_freed_memory
 
+    keep_freed_memory(settings.worker_keep_freed_mb)
     parts = NodeParts.open(settings)
     worker = parts.worker()
     if once:
@@ -747,9 +749,10 @@ def build_parser() -> argparse.ArgumentParser:
         "synthetic phantoms and calibrates on two more. The default is the paper's: VGG16 "
         "from the ImageNet weights (`dicom-node models vgg16-init` first), g=12, m=8, "
         "1,500 SGD iterations at lr 0.002 — a GPU run; --preset demo is the AlexNet variant "
-        "in minutes on a CPU.",
+        "in minutes on a CPU, --preset cpu the same trained as long as a CPU allows (about "
+        "half an hour on 2 cores).",
     )
-    p.add_argument("--preset", help="paper | demo | smoke")
+    p.add_argument("--preset", help="paper | cpu | demo | smoke")
     p.add_argument("--data", type=Path, help="folder of CT series (any layout)")
     p.add_argument("--archive", action="store_true", help="train on the node's storage folder")
     p.add_argument("--synthetic", type=int, help="train on N synthetic CT phantoms")

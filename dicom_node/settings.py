@@ -239,6 +239,12 @@ class NodeSettings(BaseSettings):
     delivery: DeliverySettings = DeliverySettings()
     output: OutputSettings = OutputSettings()
     workers: int = Field(default=1, ge=0, description="worker processes `serve` starts")
+    worker_keep_freed_mb: int = Field(
+        default=256,
+        ge=0,
+        description="freed heap (MB) a worker keeps for the next film instead of mapping it "
+        "afresh (glibc); 0: malloc's defaults",
+    )
     extra_pipelines: dict[str, str] = Field(
         default_factory=dict, description='site pipelines: name = "package.module:attribute"'
     )

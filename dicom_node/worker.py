@@ -6,6 +6,7 @@ this host or others against PostgreSQL), so inference never stalls the receiver.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import logging
 import os
@@ -38,6 +39,36 @@ from pipelines import PipelineRegistry, PipelineResult, PipelineUnavailable, Ser
 from pipelines.errors import ModelMissing, PipelineInputError
 
 logger = logging.getLogger(__name__)
+
+#: glibc's ``mallopt`` parameters (<malloc.h>).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+#: Blocks up to this size come from the heap once a worker keeps freed memory: a film's
+#: bytes, its decoded pixels, Pillow's images and the Pixel Data of an SC are 18–70 MB.
+KEEP_FREED_BLOCKS_UP_TO_MB = 128
+
+
+def keep_freed_memory(megabytes: int) -> bool:
+    """Let glibc's malloc keep up to ``megabytes`` of freed heap for the next job.
+
+    By default glibc maps every block over 32 MB afresh and unmaps it when freed, so each
+    film's large arrays are faulted in page by page again — about 0.6 ms per MB on some
+    virtual machines, a quarter of a free-angle hand film's time. With blocks up to
+    ``KEEP_FREED_BLOCKS_UP_TO_MB`` served from the heap and the heap trimmed only above
+    ``megabytes`` of free memory at its top, the next film reuses those pages. The same as
+    the environment variables ``MALLOC_MMAP_THRESHOLD_`` and ``MALLOC_TRIM_THRESHOLD_``,
+    which win where they are set. 0 leaves malloc as it is. Returns whether it applied.
+    """
+    if megabytes <= 0 or {"MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_"} & set(os.environ):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc: nothing to tune
+        return False
+    mmap_threshold = min(megabytes, KEEP_FREED_BLOCKS_UP_TO_MB) << 20
+    return bool(
+        mallopt(_M_MMAP_THRESHOLD, mmap_threshold) and mallopt(_M_TRIM_THRESHOLD, megabytes << 20)
+    )
 
 
 def default_owner() -> str:

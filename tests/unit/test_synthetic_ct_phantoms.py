@@ -259,6 +259,31 @@ def test_subjects_differ_in_size_and_position() -> None:
     assert np.std(centres) * SPACING > 5.0
 
 
+def test_fat_distribution_and_trunk_shape_act_on_their_own_region() -> None:
+    """Where a subject carries fat (chest, waist, hips) and how its trunk is proportioned
+    vary independently, so neither orders the slices the same way in every subject."""
+    subjects = [make_phantom(seed) for seed in range(40)]
+    waist_over_chest = [p.fat_distribution[1] / p.fat_distribution[0] for p in subjects]
+    hips_over_waist = [p.trunk_shape[2] / p.trunk_shape[1] for p in subjects]
+    assert min(waist_over_chest) < 0.9 and max(waist_over_chest) > 1.1
+    assert min(hips_over_waist) < 1.0 < max(hips_over_waist)
+
+    phantom = make_phantom(3)
+    even = dataclasses.replace(phantom, fat_distribution=(1.0, 1.0, 1.0), trunk_shape=(1, 1, 1))
+    central = dataclasses.replace(even, fat_distribution=(1.0, 1.6, 1.0))
+    broad_hips = dataclasses.replace(even, trunk_shape=(1.0, 1.0, 1.2))
+
+    def area(subject: Phantom, z: float) -> float:
+        return float(mask(subject, z).sum())
+
+    chest, waist = mid(phantom, "chest", 0.3), mid(phantom, "abdomen", 0.45)
+    hips = mid(phantom, "pelvis", 0.3)
+    assert area(central, chest) == pytest.approx(area(even, chest), rel=0.01)
+    assert area(central, waist) > 1.05 * area(even, waist)
+    assert area(broad_hips, waist) == pytest.approx(area(even, waist), rel=0.02)
+    assert area(broad_hips, hips) > 1.08 * area(even, hips)
+
+
 # -- scans -------------------------------------------------------------------------------------
 
 

@@ -121,6 +121,11 @@ def test_config_refuses_what_cannot_run(tmp_path: Path) -> None:
         preset("smoke", colour="blue")
     assert preset("smoke").spec.scale == pytest.approx(1 / 64)
     assert TrainConfig(init_path=tmp_path).spec.scale == 1.0  # ImageNet weights: caffe input
+    # Every CPU preset runs as it stands: scratch networks, scaled input, no weights file.
+    for name in ("cpu", "demo", "smoke"):
+        config = preset(name)
+        config.validate()
+        assert config.init == "scratch" and config.spec.scale == pytest.approx(1 / 64)
 
 
 def test_cli_trains_registers_and_activates(tmp_path: Path) -> None:

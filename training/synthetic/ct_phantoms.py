@@ -21,7 +21,8 @@ A subject's landmarks are a canonical body's (``CANONICAL_LANDMARKS``) with inde
 jitter, times a height scale in ``HEIGHT_SCALE_RANGE``; anatomy is defined in the canonical
 body and mapped to the subject piecewise linearly between landmarks, so the liver starts
 exactly at the subject's liver dome, the lungs at its lung apex and the iliac wings at its
-iliac crest. Other per-subject variation: widths and depths, muscle and subcutaneous fat,
+iliac crest. Other per-subject variation: widths and depths, muscle and subcutaneous fat
+(its share over the chest, waist and hips) and the trunk's proportions,
 organ sizes, bowel loops, lung vessels, bladder filling, sex (breasts, prostate or
 uterus), arms up or down, intravenous contrast or not, the body's position (a few cm) and
 in-plane rotation (±5°) in the field of view, a patient couch, and noise.
@@ -227,7 +228,10 @@ class _Profile:
 
 
 # Lean (fat-free) half-width and half-depth of the body (mm) and the fat factor, below the
-# widest level of the head; above it the head is an ellipsoidal cap.
+# widest level of the head; above it the head is an ellipsoidal cap. The fat factor is
+# nearly flat over the trunk: how a subject's fat is shared between chest, waist and hips
+# is its own (``Phantom.fat_distribution``), so fat thickness says who the subject is, not
+# how far down the body a slice lies.
 _HEAD_CAP_C = -88.0
 _HEAD_CAP = (70.0, 90.0)
 _OUTLINE = _Profile(
@@ -238,17 +242,17 @@ _OUTLINE = _Profile(
         (-192.0, 52.0, 70.0, 0.45),
         (-215.0, 50.0, 56.0, 0.55),
         (-230.0, 57.0, 58.0, 0.6),
-        (-274.0, 142.0, 86.0, 0.7),
-        (-300.0, 150.0, 98.0, 0.8),
-        (-400.0, 152.0, 106.0, 0.8),
-        (-480.0, 148.0, 106.0, 0.9),
-        (-560.0, 138.0, 100.0, 1.2),
-        (-650.0, 136.0, 98.0, 1.3),
-        (-700.0, 145.0, 98.0, 1.3),
-        (-780.0, 158.0, 100.0, 1.25),
-        (-830.0, 165.0, 100.0, 1.2),
-        (-865.0, 150.0, 90.0, 1.1),
-        (-895.0, 85.0, 62.0, 1.0),
+        (-274.0, 142.0, 86.0, 0.85),
+        (-300.0, 150.0, 98.0, 0.95),
+        (-400.0, 152.0, 106.0, 1.0),
+        (-480.0, 148.0, 106.0, 1.0),
+        (-560.0, 138.0, 100.0, 1.05),
+        (-650.0, 136.0, 98.0, 1.1),
+        (-700.0, 145.0, 98.0, 1.1),
+        (-780.0, 158.0, 100.0, 1.1),
+        (-830.0, 165.0, 100.0, 1.05),
+        (-865.0, 150.0, 90.0, 1.0),
+        (-895.0, 85.0, 62.0, 0.95),
         (-915.0, 0.0, 0.0, 1.0),
     ]
 )
@@ -332,6 +336,10 @@ class Phantom:
     hu: dict[str, float]
     bowel: tuple[tuple[float, ...], ...]
     lung_vessels: tuple[tuple[float, ...], ...]
+    #: Subcutaneous fat over the chest, the waist and the hips, as factors on ``fat_mm``.
+    fat_distribution: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    #: The trunk's lean width at the chest, the waist and the hips, as factors.
+    trunk_shape: tuple[float, float, float] = (1.0, 1.0, 1.0)
     _z_knots: tuple[float, ...] = field(init=False, repr=False, compare=False)
     _c_knots: tuple[float, ...] = field(init=False, repr=False, compare=False)
 
@@ -434,6 +442,20 @@ def make_phantom(seed: int) -> Phantom:
                     float(u(0.0, 2.0 * math.pi)),
                 )
             )
+    # Where the fat lies and the trunk's proportions differ between people (central or
+    # hip fat; broad chest or broad hips) and are drawn independently of the build, so
+    # neither is a cue to the level along the body that holds across subjects.
+    hips = 0.15 if sex == "F" else -0.1
+    fat_distribution = (
+        float(u(0.55, 1.35)),
+        float(u(0.55, 1.6)),
+        float(u(0.55, 1.35)) + hips,
+    )
+    trunk_shape = (
+        1.0 + float(u(-0.08, 0.08)),
+        1.0 + float(u(-0.1, 0.08)),
+        1.0 + float(u(-0.08, 0.08)) + 0.4 * hips,
+    )
     return Phantom(
         seed=int(seed),
         zones=zones,
@@ -459,6 +481,8 @@ def make_phantom(seed: int) -> Phantom:
         hu=hu,
         bowel=tuple(bowel),
         lung_vessels=tuple(vessels),
+        fat_distribution=fat_distribution,
+        trunk_shape=trunk_shape,
     )
 
 
@@ -642,6 +666,8 @@ def _section(ph: Phantom, c: float) -> _Section:
     trunk = _ramp(c, -236.0, -264.0)
     a *= _lerp(ph.head_scale, ph.width_scale, _ramp(c, -200.0, -250.0))
     b *= _lerp(ph.head_scale, ph.depth_scale, _ramp(c, -200.0, -250.0))
+    fat_factor *= _regional(ph.fat_distribution, c)
+    a *= _regional(ph.trunk_shape, c)
     fat = ph.fat_mm * fat_factor if a > 0.0 else 0.0
     ao, bo = (a + fat, b + fat) if a > 0.0 else (0.0, 0.0)
     cy = ph.back_y_mm - bo
@@ -651,6 +677,22 @@ def _section(ph: Phantom, c: float) -> _Section:
     bc = max(b - (front + back) / 2.0, 0.0) * trunk
     yc = cy - (back - front) / 2.0
     return _Section(a, b, ao, bo, cy, ac, bc, yc, fat, trunk)
+
+
+#: Canonical z where a subject's chest, waist and hip factors hold fully (``_regional``).
+_REGION_LEVELS = (-330.0, -600.0, -780.0)
+
+
+def _regional(factors: tuple[float, float, float], c: float) -> float:
+    """A subject's chest / waist / hip factor at canonical z ``c``: 1 at the neck, the
+    chest's from the lung apex down, then smoothly the waist's and the hips'."""
+    chest, waist, hips = factors
+    (z_chest, z_waist, z_hips) = _REGION_LEVELS
+    if c >= z_chest:
+        return _lerp(1.0, chest, _ramp(c, -230.0, z_chest))
+    if c >= z_waist:
+        return _lerp(chest, waist, _ramp(c, z_chest, z_waist))
+    return _lerp(waist, hips, _ramp(c, z_waist, z_hips))
 
 
 def _spine_y(s: _Section, r_vb: float) -> float:
