@@ -30,6 +30,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from pipelines.errors import ModelMissing
+
 CARD_FILE = "model.json"
 WEIGHTS_FILE = "weights.pt"
 FORMAT_VERSION = 1
@@ -202,3 +204,17 @@ class ModelFolderCache(Generic[LoadedModel]):
                 self._model = self._load(Path(folder))
                 self._key = key
             return self._model
+
+    def get_active(
+        self, folder: Path | None, version: str | None, *, pipeline: str, how_to_get: str
+    ) -> LoadedModel:
+        """A job's model (its active version's folder), or ModelMissing saying why and
+        ``how_to_get`` one: no active version, or a folder that cannot be loaded."""
+        if folder is None:
+            raise ModelMissing(f"no active {pipeline} model: {how_to_get}")
+        try:
+            return self.get(folder)
+        except (ModelStoreError, OSError) as exc:
+            raise ModelMissing(
+                f"the {pipeline} model {version} cannot be used ({exc}); {how_to_get}"
+            ) from exc

@@ -27,8 +27,7 @@ from pipelines.ct_body_part.zones import (
     check_anomalies,
     zone_extents,
 )
-from pipelines.errors import ModelMissing, PipelineInputError
-from pipelines.model_store import ModelStoreError
+from pipelines.errors import PipelineInputError
 
 logger = logging.getLogger(__name__)
 
@@ -115,15 +114,12 @@ class CtBodyPart:
         self._models = ModelCache()
 
     def model(self, series: SeriesInput) -> UbrModel:
-        if series.model_dir is None:
-            raise ModelMissing(f"no active {PIPELINE_NAME} model: {HOW_TO_GET_A_MODEL}")
-        try:
-            return self._models.get(series.model_dir)
-        except (ModelStoreError, OSError) as exc:
-            raise ModelMissing(
-                f"the {PIPELINE_NAME} model {series.model_version} cannot be used ({exc}); "
-                f"{HOW_TO_GET_A_MODEL}"
-            ) from exc
+        return self._models.get_active(
+            series.model_dir,
+            series.model_version,
+            pipeline=PIPELINE_NAME,
+            how_to_get=HOW_TO_GET_A_MODEL,
+        )
 
     def score_series(self, model: UbrModel, series: SeriesInput) -> SeriesScores:
         started = time.perf_counter()

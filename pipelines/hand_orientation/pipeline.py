@@ -16,7 +16,7 @@ from pipelines.contract import (
     PresentationTransform,
     SeriesInput,
 )
-from pipelines.errors import ModelMissing, PipelineInputError
+from pipelines.errors import PipelineInputError
 from pipelines.film_io import Film, FilmUnreadable, read_film
 from pipelines.hand_orientation.correct import (
     correction_degrees,
@@ -31,7 +31,6 @@ from pipelines.hand_orientation.model import (
     OrientationModel,
     Runtime,
 )
-from pipelines.model_store import ModelStoreError
 
 logger = logging.getLogger(__name__)
 
@@ -99,15 +98,12 @@ class HandOrientation:
         self._models = ModelCache(runtime)
 
     def model(self, series: SeriesInput) -> OrientationModel:
-        if series.model_dir is None:
-            raise ModelMissing(f"no active {PIPELINE_NAME} model: {HOW_TO_GET_A_MODEL}")
-        try:
-            return self._models.get(series.model_dir)
-        except (ModelStoreError, OSError) as exc:
-            raise ModelMissing(
-                f"the {PIPELINE_NAME} model {series.model_version} cannot be used ({exc}); "
-                f"{HOW_TO_GET_A_MODEL}"
-            ) from exc
+        return self._models.get_active(
+            series.model_dir,
+            series.model_version,
+            pipeline=PIPELINE_NAME,
+            how_to_get=HOW_TO_GET_A_MODEL,
+        )
 
     def orient(self, model: OrientationModel, film: Film) -> FilmOrientation:
         """Predict one film's angle and decide the turn."""

@@ -162,56 +162,49 @@ class TrainConfig:
         return out
 
 
+#: What the CPU presets share: the AlexNet variant from scratch, with a learning rate lower
+#: than the paper's: with the summed losses and no ImageNet weights, SGD at 0.002 diverged
+#: in the first steps (measured); 0.00025 is the paper's step on the mean over the
+#: g·m = 64 slices × 8.
+_CPU_SCRATCH = TrainConfig(
+    architecture="alexnet",
+    init="scratch",
+    size=96,
+    max_slices=120,
+    g=8,
+    m=8,
+    lr=0.00025,
+    lr_schedule="cosine",
+    eval_every=50,
+)
+
 PRESETS: dict[str, TrainConfig] = {
     "paper": TrainConfig(),
-    # The AlexNet variant from scratch. Its learning rate is lower than the paper's: with
-    # the summed losses and no ImageNet weights, SGD at 0.002 diverged in the first steps
-    # (measured); 0.00025 is the paper's step on the mean over the g·m = 64 slices × 8.
-    "demo": TrainConfig(
-        architecture="alexnet",
-        init="scratch",
-        size=96,
+    "demo": replace(
+        _CPU_SCRATCH,
         synthetic_volumes=32,
-        max_slices=120,
-        g=8,
-        m=8,
         iterations=400,
-        lr=0.00025,
-        lr_schedule="cosine",
-        eval_every=50,
         validation_volumes=4,
         test_volumes=8,
     ),
-    # The AlexNet variant trained as long as a CPU allows (about 26 minutes on 2 cores):
-    # the paper's g = 12, m = 8, 8,000 iterations on 96 phantoms. The figures in
+    # Trained as long as a CPU allows (about 26 minutes on 2 cores): the paper's g = 12,
+    # m = 8, 8,000 iterations on 96 phantoms. The figures in
     # training/ct_body_part/README.md are from this preset.
-    "cpu": TrainConfig(
-        architecture="alexnet",
-        init="scratch",
-        size=96,
+    "cpu": replace(
+        _CPU_SCRATCH,
         synthetic_volumes=96,
-        max_slices=120,
         g=12,
-        m=8,
         iterations=8000,
-        lr=0.00025,
-        lr_schedule="cosine",
         eval_every=200,
         validation_volumes=6,
         test_volumes=40,
     ),
-    "smoke": TrainConfig(
-        architecture="alexnet",
-        init="scratch",
+    "smoke": replace(
+        _CPU_SCRATCH,
         size=64,
         synthetic_volumes=24,
         max_slices=100,
-        g=8,
-        m=8,
         iterations=300,
-        lr=0.00025,
-        lr_schedule="cosine",
-        eval_every=50,
         validation_volumes=3,
         test_volumes=6,
         abnormal_test_volumes=4,
