@@ -17,7 +17,10 @@ to four receivers, each started fresh on a free port for every (corpus, target):
   process (or ``--node-cmd``, where ``{config}`` is replaced by the TOML's path).
 
 Time is the wall clock of the storescu call (association set-up, every C-STORE and its
-answer, release). Afterwards the arrivals are counted on the receiver's side: files in
+answer, release). The receiver's CPU time over the same call (user + system, all its
+threads, from ``/proc/PID/stat``) is printed as ms per image and as a share of the wall
+clock: a receiver near 100 % of one core is limited by its own CPU work, one well below it
+by waiting (for the disk, or for the sender). Afterwards the arrivals are counted on the receiver's side: files in
 storescp's and the bare pynetdicom SCP's folders, CountInstances from Orthanc's
 /statistics, rows in dicom-node's ``instances`` table. MB/s uses the corpus' file sizes
 in 10^6 bytes.
@@ -89,6 +92,7 @@ class Run:
     storescu_rc: int
     ok: bool
     note: str = ""
+    receiver_cpu_seconds: float | None = None  # user + system over the storescu call
 
     @property
     def images_per_s(self) -> float:
@@ -131,8 +135,8 @@ def write_node_config(folder: Path, port: int, max_pdu: int | None = None) -> Pa
 @contextmanager
 def node_process(
     folder: Path, command: Sequence[str], max_pdu: int | None = None
-) -> Iterator[tuple[int, Path]]:
-    """Start dicom-node with a fresh config in ``folder``; yield (port, sqlite path)."""
+) -> Iterator[tuple[int, Path, int]]:
+    """Start dicom-node with a fresh config in ``folder``; yield (port, sqlite path, pid)."""
     port = free_port()
     config = write_node_config(folder, port, max_pdu)
     args = [token.replace("{config}", str(config)) for token in command]
@@ -147,7 +151,7 @@ def node_process(
         )
         try:
             wait_for_port("127.0.0.1", port, 60, process=process, log=log_path)
-            yield port, folder / "node.sqlite"
+            yield port, folder / "node.sqlite", process.pid
         finally:
             stop_process(process)
 
@@ -172,8 +176,8 @@ def count_node_instances(database: Path) -> int:
 
 
 @contextmanager
-def bare_scp_process(folder: Path, max_pdu: int | None) -> Iterator[tuple[int, Path]]:
-    """Start ``_bare_pynetdicom_scp.py``; yield (port, folder its arrivals are moved to)."""
+def bare_scp_process(folder: Path, max_pdu: int | None) -> Iterator[tuple[int, Path, int]]:
+    """Start ``_bare_pynetdicom_scp.py``; yield (port, folder its arrivals go to, pid)."""
     port = free_port()
     received = folder / "received"
     args = [
@@ -189,7 +193,7 @@ def bare_scp_process(folder: Path, max_pdu: int | None) -> Iterator[tuple[int, P
         process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
         try:
             wait_for_port("127.0.0.1", port, 60, process=process, log=log_path)
-            yield port, received
+            yield port, received, process.pid
         finally:
             stop_process(process)
 
@@ -197,9 +201,27 @@ def bare_scp_process(folder: Path, max_pdu: int | None) -> Iterator[tuple[int, P
 # -- sending --------------------------------------------------------------------------------
 
 
-def send(storescu: str, port: int, aec: str, files: Sequence[Path]) -> tuple[float, int, str]:
-    """One storescu call, one association, all files; (seconds, return code, stderr tail)."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process (all its threads) has used so far, from /proc."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    # Fields after the parenthesised command name start at field 3 (state); utime and
+    # stime are fields 14 and 15, in clock ticks.
+    after_name = stat.rsplit(")", 1)[1].split()
+    return (int(after_name[11]) + int(after_name[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Sent:
+    seconds: float
+    rc: int
+    tail: str  # the end of storescu's output
+    receiver_cpu_seconds: float
+
+
+def send(storescu: str, port: int, aec: str, files: Sequence[Path], receiver_pid: int) -> Sent:
+    """One storescu call, one association, all files, and the receiver's CPU time over it."""
     args = [storescu, "-aet", SCU_AET, "-aec", aec, "127.0.0.1", str(port), *map(str, files)]
+    cpu_before = cpu_seconds(receiver_pid)
     started = time.perf_counter()
     result = subprocess.run(
         args,
@@ -210,8 +232,9 @@ def send(storescu: str, port: int, aec: str, files: Sequence[Path]) -> tuple[flo
         check=False,
     )
     seconds = time.perf_counter() - started
+    cpu = cpu_seconds(receiver_pid) - cpu_before
     tail = (result.stderr or result.stdout).strip()[-1500:]
-    return seconds, result.returncode, tail
+    return Sent(seconds, result.returncode, tail, cpu)
 
 
 def run_one(
@@ -228,40 +251,54 @@ def run_one(
     size = sum(f.stat().st_size for f in files)
     n = len(files)
 
-    def result(seconds: float, rc: int, arrived: int, tail: str) -> Run:
-        ok = rc == 0 and arrived == n
-        note = "" if ok else f"storescu rc={rc}, {arrived}/{n} arrived: {tail}"
-        return Run(target, corpus, repeat, n, size, seconds, arrived, rc, ok, note)
+    def result(sent: Sent, arrived: int) -> Run:
+        ok = sent.rc == 0 and arrived == n
+        note = "" if ok else f"storescu rc={sent.rc}, {arrived}/{n} arrived: {sent.tail}"
+        return Run(
+            target,
+            corpus,
+            repeat,
+            n,
+            size,
+            sent.seconds,
+            arrived,
+            sent.rc,
+            ok,
+            note,
+            sent.receiver_cpu_seconds,
+        )
 
     if target == "storescp":
         extra = ["-pdu", str(max_pdu)] if max_pdu else []
         with StorescpProcess(
             "STORESCP", output_dir=folder / "received", tcp_nodelay=True, extra_args=extra
         ) as scp:
-            seconds, rc, tail = send(storescu, scp.port, scp.aet, files)
+            assert scp.process is not None
+            sent = send(storescu, scp.port, scp.aet, files, scp.process.pid)
             arrived = len(scp.received_files())
-        return result(seconds, rc, arrived, tail)
+        return result(sent, arrived)
 
     if target == "orthanc":
         extra_config: dict[str, Any] = {"MaximumPduLength": max_pdu} if max_pdu else {}
         with OrthancProcess(
             "ORTHANC", tcp_nodelay=True, workdir=folder, extra_config=extra_config
         ) as orthanc:
-            seconds, rc, tail = send(storescu, orthanc.dicom_port, orthanc.aet, files)
+            assert orthanc.process is not None
+            sent = send(storescu, orthanc.dicom_port, orthanc.aet, files, orthanc.process.pid)
             arrived = orthanc.instance_count()
-        return result(seconds, rc, arrived, tail)
+        return result(sent, arrived)
 
     if target == "pynetdicom":
-        with bare_scp_process(folder, max_pdu) as (port, received):
-            seconds, rc, tail = send(storescu, port, "BARE_PYNETDICOM", files)
+        with bare_scp_process(folder, max_pdu) as (port, received, pid):
+            sent = send(storescu, port, "BARE_PYNETDICOM", files, pid)
         arrived = sum(1 for path in received.iterdir() if path.is_file())
-        return result(seconds, rc, arrived, tail)
+        return result(sent, arrived)
 
     if target == "dicom-node":
-        with node_process(folder, node_cmd, max_pdu) as (port, database):
-            seconds, rc, tail = send(storescu, port, NODE_AET, files)
+        with node_process(folder, node_cmd, max_pdu) as (port, database, pid):
+            sent = send(storescu, port, NODE_AET, files, pid)
             arrived = count_node_instances(database)
-        return result(seconds, rc, arrived, tail)
+        return result(sent, arrived)
 
     raise ValueError(f"unknown target {target!r}")
 
@@ -278,6 +315,8 @@ def summarise(runs: list[Run]) -> list[dict[str, Any]]:
             if not mine:
                 continue
             seconds = statistics.median(r.seconds for r in mine)
+            cpu = [r.receiver_cpu_seconds for r in mine if r.receiver_cpu_seconds is not None]
+            cpu_seconds = statistics.median(cpu) if cpu else float("nan")
             images, size = mine[0].images, mine[0].bytes
             rows.append(
                 {
@@ -288,6 +327,9 @@ def summarise(runs: list[Run]) -> list[dict[str, Any]]:
                     "seconds": seconds,
                     "images_per_s": images / seconds,
                     "mb_per_s": size / 1e6 / seconds,
+                    "receiver_cpu_seconds": cpu_seconds,
+                    "receiver_cpu_ms_per_image": 1000 * cpu_seconds / images,
+                    "receiver_cpu_share": cpu_seconds / seconds,
                     "repeats": len(mine),
                     "all_arrived": all(r.ok for r in mine),
                 }
@@ -332,6 +374,8 @@ def print_report(
         ("seconds", "right"),
         ("images/s", "right"),
         ("MB/s", "right"),
+        ("receiver CPU ms/image", "right"),
+        ("receiver CPU / wall", "right"),
         ("all arrived", "left"),
     ]:
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
@@ -343,6 +387,8 @@ def print_report(
             f"{row['seconds']:.2f}",
             f"{row['images_per_s']:.1f}",
             f"{row['mb_per_s']:.1f}",
+            f"{row['receiver_cpu_ms_per_image']:.2f}",
+            f"{100 * row['receiver_cpu_share']:.0f} %",
             "yes" if row["all_arrived"] else "NO",
         )
     console.print(table)
@@ -526,9 +572,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                     )
                 runs.append(run)
                 status = "ok" if run.ok else f"FAILED: {run.note}"
+                cpu = (
+                    f", receiver CPU {run.receiver_cpu_seconds:.2f} s"
+                    if run.receiver_cpu_seconds is not None
+                    else ""
+                )
                 console.print(
                     f"    {run.seconds:.2f} s, {run.images_per_s:.1f} images/s, "
-                    f"{run.mb_per_s:.1f} MB/s, {run.arrived}/{run.images} arrived -- {status}"
+                    f"{run.mb_per_s:.1f} MB/s{cpu}, {run.arrived}/{run.images} arrived "
+                    f"-- {status}"
                 )
                 if run.ok and not args.keep:
                     shutil.rmtree(folder, ignore_errors=True)
