@@ -18,10 +18,11 @@ to four receivers, each started fresh on a free port for every (corpus, target):
 
 Time is the wall clock of the storescu call (association set-up, every C-STORE and its
 answer, release). The receiver's CPU time over the same call (user + system, all its
-threads, from ``/proc/PID/stat``) is printed as ms per image and as a share of the wall
-clock: a receiver near 100 % of one core is limited by its own CPU work, one well below it
-by waiting (for the disk, or for the sender). Afterwards the arrivals are counted on the receiver's side: files in
-storescp's and the bare pynetdicom SCP's folders, CountInstances from Orthanc's
+threads, from ``/proc/PID/stat``; with ``--node-cmd``, that of the process the command
+starts) is printed as ms per image and as a share of the wall clock: a receiver near
+100 % of one core is limited by its own CPU work, one well below it by waiting (for the
+disk, or for the sender). Afterwards the arrivals are counted on the receiver's side:
+files in storescp's and the bare pynetdicom SCP's folders, CountInstances from Orthanc's
 /statistics, rows in dicom-node's ``instances`` table. MB/s uses the corpus' file sizes
 in 10^6 bytes.
 
