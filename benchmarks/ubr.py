@@ -2,7 +2,7 @@
 
     .venv/bin/python -m benchmarks.ubr [--slices 300] [--size 512] [--threads 2]
                                        [--variants alexnet@96/all,vgg16@64/50,...] [--vgg224]
-                                       [--model FOLDER] [--accuracy-volumes 8]
+                                       [--model FOLDER ...] [--accuracy-volumes 8]
                                        [--repeat 3] [--baseline-slices 4]
                                        [--onnx-variant auto|none|KEY] [--quick]
                                        [--workdir DIR] [--json PATH]
@@ -43,17 +43,19 @@ target and against that baseline.
 Weights: without ``--model``, every variant's model folder holds seeded random weights
 and a placeholder calibration (speed does not depend on the weights; the zones they give
 mean nothing, so their accuracy is "—"). With ``--model`` (a trained, calibrated
-``ct_body_part`` model), the variants of its architecture and input size run with it, and
-it is evaluated on ``--accuracy-volumes`` held-out phantoms (seeds from 900000, far from
+``ct_body_part`` model; repeat it for several, one per architecture and input size, to
+weigh e.g. the paper's VGG16 against the AlexNet variant in one run against one
+baseline), the variants of its architecture and input size run with it, and each is
+evaluated on ``--accuracy-volumes`` held-out phantoms (seeds from 900000, far from
 any training seed) rendered straight to its input (``training.ct_body_part.data``'s way:
 at twice the input size, area-averaged, through ``slice_to_input``) with ``--slices``
 slices over the chest, abdomen and pelvis: the three-zone accuracy (``evaluate_volumes``,
 the paper's 95.99 %) and the mean Spearman ρ, for all slices scored and for 100 and 50
-scored and the rest interpolated (``max_scored_slices``). The same model's zones on the
+scored and the rest interpolated (``max_scored_slices``). The same models' zones on the
 benchmark series itself, through DICOM, are the "series acc" column.
 
-ONNX Runtime: one variant (``--onnx-variant``; ``auto``: the trained model's all-slices
-variant, else the fastest all-slices one) also runs with its network exported in memory
+ONNX Runtime: one variant (``--onnx-variant``; ``auto``: the fastest trained model's
+all-slices variant, else the fastest all-slices one) also runs with its network exported in memory
 (``torch.onnx.export``, TorchScript exporter) and run by ONNX Runtime's CPU provider with
 ``--threads`` intra-op threads, beside its torch twin timed again in the same rounds; the
 scores of both on real slices are compared. The pipeline itself is not changed.
@@ -76,7 +78,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -147,6 +149,11 @@ RANDOM_INPUT_SCALE = 1.0 / 64.0  # as a network trained from scratch is fed
 UID_ROOT = "1.2.826.0.1.3680043.8.498.77"
 DEVICE = DeviceIdentity(ae_title="BENCH_NODE", software_version="bench")
 NO_ACCURACY = "untrained (random) weights: zones meaningless"
+
+#: Trained models by (architecture, input size); their held-out accuracy by the same key,
+#: then by slices scored (0: all).
+ModelKey = tuple[str, int]
+Accuracy = Mapping[ModelKey, dict[int, dict[str, Any]]]
 
 console = Console(highlight=False, soft_wrap=False, width=210)
 
@@ -512,12 +519,11 @@ def fmt(value: float | None, digits: int = 2) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
-def row_report(
-    row: Row, baseline_total: float | None, accuracy: dict[int, dict[str, Any]] | None
-) -> dict[str, Any]:
+def row_report(row: Row, baseline_total: float | None, accuracy: Accuracy) -> dict[str, Any]:
     medians = row.medians() if row.runs else {}
     total = medians.get("total")
-    found = (accuracy or {}).get(row.variant.scored) if row.weights == "trained" else None
+    key = (row.variant.architecture, row.variant.size)
+    found = accuracy.get(key, {}).get(row.variant.scored) if row.weights == "trained" else None
     report: dict[str, Any] = {
         "variant": row.variant.key,
         "label": row.label,
@@ -624,7 +630,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         f"{{all, 100, 50}}; with --quick: {QUICK_VARIANTS})",
     )
     parser.add_argument("--vgg224", action="store_true", help="add vgg16 @ 224² (slow)")
-    parser.add_argument("--model", type=Path, help="a trained, calibrated ct_body_part model")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        action="append",
+        help="a trained, calibrated ct_body_part model (repeat: one per architecture and size)",
+    )
     parser.add_argument(
         "--accuracy-volumes", type=int, help="held-out phantoms for accuracy (default 8)"
     )
@@ -708,16 +719,23 @@ def _run(args: argparse.Namespace, variants: list[Variant], workdir: Path, tempo
         f"{time.perf_counter() - started:.1f} s"
     )
 
-    trained: UbrModel | None = None
-    if args.model is not None:
-        trained = load_model(args.model)
+    trained: dict[ModelKey, tuple[Path, UbrModel]] = {}
+    for folder in args.model or []:
+        model = load_model(folder)
+        key = (model.architecture, model.spec.size)
+        if key in trained:
+            console.print(
+                f"--model {folder}: {key[0]} @ {key[1]}² is already {trained[key][0]}; "
+                "give one model per architecture and input size"
+            )
+            return 2
+        trained[key] = (Path(folder), model)
         console.print(
-            f"trained model {args.model}: {trained.architecture} @ {trained.spec.size}², "
-            f"version {trained.card.version}, calibrated: {trained.calibration is not None}"
+            f"trained model {folder}: {model.architecture} @ {model.spec.size}², "
+            f"version {model.card.version}, calibrated: {model.calibration is not None}"
         )
-        if trained.calibration is None:
+        if model.calibration is None:
             console.print("warning: the model is not calibrated: no zone accuracy")
-        key = (trained.architecture, trained.spec.size)
         if not any((v.architecture, v.size) == key for v in variants):
             variants.append(Variant(*key, 0))  # its own rows, so accuracy has a row
 
@@ -726,11 +744,8 @@ def _run(args: argparse.Namespace, variants: list[Variant], workdir: Path, tempo
     folders: dict[tuple[str, int], Path] = {}
 
     def folder_of(architecture: str, size: int) -> tuple[Path, str]:
-        if trained is not None and (trained.architecture, trained.spec.size) == (
-            architecture,
-            size,
-        ):
-            return Path(args.model), "trained"
+        if (architecture, size) in trained:
+            return trained[architecture, size][0], "trained"
         if (architecture, size) not in folders:
             folder = random_model_folder(
                 workdir / "models" / f"{architecture}-{size}",
@@ -757,7 +772,11 @@ def _run(args: argparse.Namespace, variants: list[Variant], workdir: Path, tempo
                 model_dir=folder,
             ),
             weights=weights,
-            calibration=trained.calibration if weights == "trained" and trained else None,
+            calibration=(
+                trained[variant.architecture, variant.size][1].calibration
+                if weights == "trained"
+                else None
+            ),
             wanted=args.repeat,
         )
 
@@ -774,19 +793,19 @@ def _run(args: argparse.Namespace, variants: list[Variant], workdir: Path, tempo
     time_rows(([baseline] if baseline else []) + rows, written, phantom, args.slow_row_s)
     baseline_total = baseline.medians()["total"] if baseline and baseline.runs else None
 
-    accuracy: dict[int, dict[str, Any]] | None = None
-    if trained is not None and trained.calibration is not None and args.accuracy_volumes > 0:
-        subsets = {0, 100, 50} | {
-            v.scored
-            for v in variants
-            if (v.architecture, v.size) == (trained.architecture, trained.spec.size)
-        }
-        console.print(f"-- accuracy of the trained model, slices scored: {sorted(subsets)}")
-        accuracy = accuracy_table(trained, sorted(subsets), args.accuracy_volumes, args.slices)
+    accuracy: dict[ModelKey, dict[int, dict[str, Any]]] = {}
+    for key, (_, model) in trained.items():
+        if model.calibration is None or args.accuracy_volumes <= 0:
+            continue
+        subsets = {0, 100, 50} | {v.scored for v in variants if (v.architecture, v.size) == key}
+        console.print(
+            f"-- accuracy of the trained {key[0]} @ {key[1]}², slices scored: {sorted(subsets)}"
+        )
+        accuracy[key] = accuracy_table(model, sorted(subsets), args.accuracy_volumes, args.slices)
 
     reports = [row_report(r, baseline_total, accuracy) for r in rows]
     onnx: dict[str, Any] = {"variant": None}
-    twin_key = _onnx_choice(args.onnx_variant, reports, trained)
+    twin_key = _onnx_choice(args.onnx_variant, reports, bool(trained))
     if twin_key is not None:
         twin = next(r for r in rows if r.variant.key == twin_key)
         folder = twin.series.model_dir
@@ -812,7 +831,7 @@ def _run(args: argparse.Namespace, variants: list[Variant], workdir: Path, tempo
     others = foreign_share(counters, time.perf_counter() - counted_from)
     state_after["other_processes_cpu_share"] = None if others is None else round(others, 3)
 
-    baseline_report = row_report(baseline, baseline_total, None) if baseline else None
+    baseline_report = row_report(baseline, baseline_total, {}) if baseline else None
     title = (
         f"{args.slices} slices of {args.size}², {args.threads} threads: seconds per series, "
         f"median of the timed runs (the 1st run, which loads the model, apart); "
@@ -829,8 +848,8 @@ def _run(args: argparse.Namespace, variants: list[Variant], workdir: Path, tempo
             f"{agreement['max_abs_score_diff']:.2e} (scores up to {agreement['score_scale']:.3g}) "
             f"on {agreement['inputs']} real slices"
         )
-    if accuracy is not None and trained is not None:
-        _print_accuracy(accuracy, trained)
+    for key, table in accuracy.items():
+        _print_accuracy(table, trained[key][1])
     if any(r["weights"] == "random" for r in reports):
         console.print(f"accuracy '—': {NO_ACCURACY} (speed does not depend on them)")
     _print_verdict(reports, onnx)
@@ -864,21 +883,27 @@ def _run(args: argparse.Namespace, variants: list[Variant], workdir: Path, tempo
             "batch_size": args.batch_size,
             "slow_row_s": args.slow_row_s,
         },
-        "model": None
-        if trained is None
-        else {
-            "folder": str(args.model),
-            "architecture": trained.architecture,
-            "size": trained.spec.size,
-            "version": trained.card.version,
-            "calibration": None if trained.calibration is None else trained.calibration.to_json(),
-        },
+        "models": [
+            {
+                "folder": str(folder),
+                "architecture": model.architecture,
+                "size": model.spec.size,
+                "version": model.card.version,
+                "calibration": None if model.calibration is None else model.calibration.to_json(),
+            }
+            for folder, model in trained.values()
+        ],
         "accuracy": None
-        if accuracy is None
+        if not accuracy
         else {
             "held_out_seeds": [HELD_OUT_SEED, HELD_OUT_SEED + args.accuracy_volumes - 1],
             "paper_zone_accuracy_pct": PAPER_ZONE_ACCURACY_PCT,
-            "by_max_scored_slices": {str(k): v for k, v in accuracy.items()},
+            "by_model": {
+                f"{key[0]}@{key[1]}": {
+                    "by_max_scored_slices": {str(k): v for k, v in table.items()}
+                }
+                for key, table in accuracy.items()
+            },
         },
         "baseline": baseline_report,
         "variants": reports,
@@ -897,9 +922,7 @@ def _run(args: argparse.Namespace, variants: list[Variant], workdir: Path, tempo
     return 0
 
 
-def _onnx_choice(
-    choice: str, reports: list[dict[str, Any]], trained: UbrModel | None
-) -> str | None:
+def _onnx_choice(choice: str, reports: list[dict[str, Any]], has_trained: bool) -> str | None:
     if choice == "none":
         return None
     measured = [r for r in reports if r["total_s"] is not None]
@@ -910,7 +933,7 @@ def _onnx_choice(
         console.print(f"--onnx-variant {choice}: not among the variants timed; no ORT row")
         return None
     everything = [r for r in measured if r["max_scored_slices"] == 0]
-    if trained is not None:
+    if has_trained:
         own = [r for r in everything if r["weights"] == "trained"]
         everything = own or everything
     best = min(everything or measured, key=lambda r: r["total_s"], default=None)

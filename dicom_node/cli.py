@@ -748,9 +748,10 @@ def build_parser() -> argparse.ArgumentParser:
         "labelled series (see training/ct_body_part/README.md). --synthetic N trains on N "
         "synthetic phantoms and calibrates on two more. The default is the paper's: VGG16 "
         "from the ImageNet weights (`dicom-node models vgg16-init` first), g=12, m=8, "
-        "1,500 SGD iterations at lr 0.002 — a GPU run; --preset demo is the AlexNet variant "
-        "in minutes on a CPU, --preset cpu the same trained as long as a CPU allows (about "
-        "half an hour on 2 cores).",
+        "1,500 SGD iterations at the paper's lr 0.002 on the loss averaged over an "
+        "iteration's 96 slices (--lr is a step on the summed loss: 0.002/96) — a GPU run; "
+        "--preset demo is the AlexNet variant in minutes on a CPU, --preset cpu the same "
+        "trained as long as a CPU allows (about half an hour on 2 cores).",
     )
     p.add_argument("--preset", help="paper | cpu | demo | smoke")
     p.add_argument("--data", type=Path, help="folder of CT series (any layout)")
@@ -767,7 +768,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--g", type=int, help="volumes per iteration (paper: 12)")
     p.add_argument("--m", type=int, help="equidistant slices per volume (paper: 8)")
     p.add_argument("--iterations", type=int)
-    p.add_argument("--lr", type=float)
+    p.add_argument("--lr", type=float, help="SGD step on the summed loss (paper preset: 0.002/96)")
     p.add_argument("--time-limit", type=float, help="stop training after this many seconds")
     p.add_argument("--seed", type=int)
     p.add_argument("--version")

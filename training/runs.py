@@ -5,6 +5,9 @@
 * ``progress_callback(progress, what)`` — an ``Advance`` callback ``(done, total)`` for a
   loader to report on a new bar;
 * ``int_seed(sequence)`` — one integer seed from a ``numpy.random.SeedSequence``;
+* ``check_loss_finite(loss, ...)`` — stop a run whose loss has become NaN or infinite
+  (``TrainingDiverged``, with the step and learning rate) before that step corrupts the
+  weights;
 * ``staged_folder(out_dir, version)`` — build a model folder under a hidden
   ``.<version>.partial`` name and rename it into place only when everything in it is
   written; a failed run leaves nothing behind;
@@ -14,6 +17,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -37,6 +41,24 @@ from pipelines.model_store import WEIGHTS_FILE, ModelCard, file_sha256, write_mo
 
 #: A loader's progress report: (done, total).
 Advance = Callable[[int, int], None]
+
+
+class TrainingDiverged(ValueError):
+    """The training loss is no longer a finite number: the steps are too large."""
+
+
+def check_loss_finite(loss: float, *, step: int, lr: float, unit: str = "iteration") -> None:
+    """Raise ``TrainingDiverged`` if ``loss`` is NaN or infinite.
+
+    Called before the optimizer step, so the weights are never updated from it; the run
+    stops with nothing written instead of training on and failing later with a puzzling
+    error (a NaN network cannot be calibrated).
+    """
+    if not math.isfinite(loss):
+        raise TrainingDiverged(
+            f"training diverged: the loss is {loss} at {unit} {step} (learning rate {lr:g}); "
+            f"nothing was written. Train again with a lower --lr, e.g. {lr / 10:g}"
+        )
 
 
 @contextmanager

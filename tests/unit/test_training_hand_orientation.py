@@ -53,6 +53,7 @@ from training.hand_orientation.augment import (
 )
 from training.hand_orientation.evaluate import histogram_counts
 from training.hand_orientation.train import initialise_from_file
+from training.runs import TrainingDiverged
 
 ROOT = "1.2.826.0.1.3680043.8.498.4242"
 
@@ -538,6 +539,17 @@ def test_time_limit_stops_training_and_anneals_the_rate(tmp_path: Path) -> None:
     assert rates[0] == pytest.approx(config.lr) and rates == sorted(rates, reverse=True)
     if len(rates) > 2:
         assert rates[-1] < 0.5 * config.lr  # annealed by the clock, not by the 500 epochs
+
+
+def test_a_diverging_run_stops_with_nothing_written(tmp_path: Path) -> None:
+    config = preset(
+        "smoke", synthetic_films=16, synthetic_test_films=4, resize=32, crop=32, epochs=3,
+        batch_size=4, lr=1e30, lr_schedule="constant", out_dir=tmp_path, version="nan",
+        progress=False,
+    )  # fmt: skip
+    with pytest.raises(TrainingDiverged, match=r"at step \d+ \(learning rate 1e\+30\)"):
+        train_orientation(config)
+    assert not any(tmp_path.iterdir())
 
 
 # -- the smoke training run -------------------------------------------------------------------------

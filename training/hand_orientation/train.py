@@ -101,6 +101,7 @@ from training.hand_orientation.evaluate import (
     write_evaluation,
 )
 from training.runs import (
+    check_loss_finite,
     int_seed,
     progress_bars,
     progress_callback,
@@ -594,10 +595,14 @@ def _train_epoch(
         loss = orientation_loss(
             network(inputs.contiguous(memory_format=torch.channels_last)), angles
         )
+        value = loss.item()
+        check_loss_finite(
+            value, step=schedule.step + 1, lr=optimizer.param_groups[0]["lr"], unit="step"
+        )
         loss.backward()
         optimizer.step()
         schedule.after_step()
-        total += loss.item() * len(chosen)
+        total += value * len(chosen)
         count += len(chosen)
         step_done()
     return total / max(1, count)
