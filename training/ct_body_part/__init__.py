@@ -6,8 +6,12 @@
   phantoms, through the pipeline's own preprocessing;
 * ``calibration`` — the calibration file (zone ranges in two labelled volumes) and the
   threshold fit;
-* ``evaluate`` — Spearman ρ, three-zone accuracy (paper: 95.99 %) and anomaly flags;
-* ``train`` — ``TrainConfig``, ``PRESETS`` (paper, demo, smoke), ``train_ubr``.
+* ``evaluate`` — Spearman ρ, three-zone accuracy (paper: 95.99 %), anomaly flags, and
+  the accuracy for every pair of labelled volumes as the calibration;
+* ``train`` — ``TrainConfig``, ``PRESETS`` (paper, paper-cpu, cpu, demo, smoke),
+  ``train_ubr``;
+* ``calibration_pairs`` — ``python -m training.ct_body_part.calibration_pairs MODEL``:
+  the calibration-pair study on synthetic phantoms, as a table and JSON.
 
 Imports ``pipelines``, never ``dicom_node``.
 """

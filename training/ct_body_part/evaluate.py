@@ -7,10 +7,15 @@
   by the calibrated thresholds alone and compared with their true zone.
 * **Anomalies**: the share of reversed or mixed volumes the pipeline's checks flag, and
   of normal volumes they flag wrongly.
+* **Calibration pairs**: the zone accuracy with every pair of labelled volumes in turn as
+  the paper's two calibration volumes, next to all of them at once and to the ceiling
+  (thresholds fitted on the test slices themselves), since one pair's figure depends on
+  which two volumes were labelled.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -20,8 +25,9 @@ from typing import Any
 import numpy as np
 
 from pipelines.ct_body_part.model import UbrModel
-from pipelines.ct_body_part.zones import PAPER_ZONES, Calibration, check_anomalies
+from pipelines.ct_body_part.zones import PAPER_ZONES, Calibration, calibrate, check_anomalies
 from training.ct_body_part.data import TrainingVolume
+from training.runs import Advance
 
 #: Table 1 of the paper: UBR (VGG-16) with two labelled volumes.
 PAPER_ZONE_ACCURACY_PCT = 95.99
@@ -113,3 +119,103 @@ def write_evaluation(evaluation: UbrEvaluation, folder: Path, extra: dict[str, A
         encoding="utf-8",
     )
     return path
+
+
+@dataclass(frozen=True)
+class CalibrationPairStudy:
+    """Three-zone accuracy on the test slices for each pair of labelled volumes as the
+    calibration (``itertools.combinations`` order), for all labelled volumes at once, and
+    for thresholds fitted on the test slices (the ceiling no calibration can pass)."""
+
+    labelled_volumes: int
+    test_volumes: int
+    test_slices: int
+    pair_accuracy_pct: tuple[float, ...]
+    all_labelled_pct: float
+    ceiling_pct: float
+
+    def metrics(self) -> dict[str, Any]:
+        pairs = np.asarray(self.pair_accuracy_pct)
+        return {
+            "labelled_volumes": self.labelled_volumes,
+            "test_volumes": self.test_volumes,
+            "test_slices": self.test_slices,
+            "pairs": len(pairs),
+            "pair_mean_pct": round(float(pairs.mean()), 2),
+            "pair_median_pct": round(float(np.median(pairs)), 2),
+            "pair_min_pct": round(float(pairs.min()), 2),
+            "pair_max_pct": round(float(pairs.max()), 2),
+            "all_labelled_pct": round(self.all_labelled_pct, 2),
+            "ceiling_pct": round(self.ceiling_pct, 2),
+            "paper_zone_accuracy_pct": PAPER_ZONE_ACCURACY_PCT,
+        }
+
+
+def _zone_slices(model: UbrModel, volume: TrainingVolume) -> tuple[np.ndarray, list[str]]:
+    """The scores and true zones of the volume's slices in the paper's three zones."""
+    if volume.zones is None:
+        raise ValueError(f"{volume.name} has no true zones")
+    labels = volume.zone_labels()
+    keep = [index for index, label in enumerate(labels) if label in PAPER_ZONES]
+    return model.scores(volume.images[keep]), [str(labels[index]) for index in keep]
+
+
+def calibration_pair_study(
+    model: UbrModel,
+    test: Sequence[TrainingVolume],
+    labelled: Sequence[TrainingVolume],
+    *,
+    advance: Advance | None = None,
+) -> CalibrationPairStudy:
+    """Score ``test`` and ``labelled`` once, then calibrate on every pair of ``labelled``.
+
+    Each labelled volume must hold slices of all three zones (chest–abdomen–pelvis
+    scans), as the paper's two did; ``advance(done, total)`` follows the scoring."""
+    if len(labelled) < 2:
+        raise ValueError("the study needs at least two labelled volumes")
+    if not test:
+        raise ValueError("the study needs at least one test volume")
+    volumes = [*labelled, *test]
+    scored = []
+    for index, volume in enumerate(volumes):
+        scored.append(_zone_slices(model, volume))
+        if advance is not None:
+            advance(index + 1, len(volumes))
+    for volume, (_, labels) in zip(labelled, scored, strict=False):
+        missing = [zone for zone in PAPER_ZONES if zone not in labels]
+        if missing:
+            raise ValueError(
+                f"labelled volume {volume.name} has no {', '.join(missing)} slices; "
+                "use chest–abdomen–pelvis scans"
+            )
+    cal, tests = scored[: len(labelled)], scored[len(labelled) :]
+    test_scores = np.concatenate([scores for scores, _ in tests])
+    test_labels = [label for _, labels in tests for label in labels]
+    if not test_labels:
+        raise ValueError("the test volumes have no slices in the chest, abdomen or pelvis")
+
+    def accuracy(calibration: Calibration) -> float:
+        guesses = calibration.classify(test_scores)
+        right = sum(
+            calibration.zones[int(g)] == label
+            for g, label in zip(guesses, test_labels, strict=True)
+        )
+        return 100.0 * right / len(test_labels)
+
+    def fitted(chosen: Sequence[tuple[np.ndarray, list[str]]]) -> Calibration:
+        return calibrate(
+            np.concatenate([scores for scores, _ in chosen]),
+            [label for _, labels in chosen for label in labels],
+        )
+
+    pairs = tuple(
+        accuracy(fitted([cal[a], cal[b]])) for a, b in itertools.combinations(range(len(cal)), 2)
+    )
+    return CalibrationPairStudy(
+        labelled_volumes=len(labelled),
+        test_volumes=len(test),
+        test_slices=len(test_labels),
+        pair_accuracy_pct=pairs,
+        all_labelled_pct=accuracy(fitted(cal)),
+        ceiling_pct=accuracy(calibrate(test_scores, test_labels)),
+    )
