@@ -189,8 +189,8 @@ PRESETS: dict[str, TrainConfig] = {
     "paper": TrainConfig(),
     # The paper's recipe as it stands (VGG16 from the ImageNet weights, g = 12, m = 8,
     # 1,500 iterations at PAPER_LR) at 64² on 288 phantoms: about an hour on 2 cores.
-    # Measured: 92.8 % three-zone accuracy with two calibration volumes, against 90.1 % for
-    # `cpu` (training/ct_body_part/README.md).
+    # Measured three-zone accuracy with two calibration volumes: 92.8 % with seed 0 but
+    # 80.1 % with seed 1 (`cpu`: 90.1 %, one seed); training/ct_body_part/README.md.
     "paper-cpu": replace(
         TrainConfig(),
         size=64,
