@@ -25,9 +25,13 @@ from rich.table import Table
 
 from pipelines.ct_body_part.model import load_model
 from pipelines.model_store import ModelStoreError
-from training.ct_body_part.data import render_phantom_volume
+from training.ct_body_part.data import render_phantom_volumes
 from training.ct_body_part.evaluate import PAPER_ZONE_ACCURACY_PCT, calibration_pair_study
-from training.ct_body_part.train import CALIBRATION_SEED_OFFSET, TEST_SEED_OFFSET
+from training.ct_body_part.train import (
+    CALIBRATION_REGION,
+    CALIBRATION_SEED_OFFSET,
+    TEST_SEED_OFFSET,
+)
 from training.runs import progress_bars, progress_callback
 
 
@@ -58,22 +62,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     spec = model.spec
     with progress_bars(not args.no_progress) as progress:
-        render = progress_callback(progress, "phantoms")
-        total = args.labelled + args.test
-        labelled = []
-        for index in range(args.labelled):
-            seed = args.seed + CALIBRATION_SEED_OFFSET + index
-            labelled.append(
-                render_phantom_volume(
-                    seed, spec, max_slices=args.max_slices, region="chest_abdomen_pelvis"
-                )
-            )
-            render(index + 1, total)
-        test = []
-        for index in range(args.test):
-            seed = args.seed + TEST_SEED_OFFSET + index
-            test.append(render_phantom_volume(seed, spec, max_slices=args.max_slices))
-            render(args.labelled + index + 1, total)
+        labelled = render_phantom_volumes(
+            args.labelled,
+            spec,
+            seed=args.seed + CALIBRATION_SEED_OFFSET,
+            max_slices=args.max_slices,
+            region=CALIBRATION_REGION,
+            advance=progress_callback(progress, "labelled phantoms"),
+        )
+        test = render_phantom_volumes(
+            args.test,
+            spec,
+            seed=args.seed + TEST_SEED_OFFSET,
+            max_slices=args.max_slices,
+            advance=progress_callback(progress, "test phantoms"),
+        )
         try:
             study = calibration_pair_study(
                 model, test, labelled, advance=progress_callback(progress, "scoring")

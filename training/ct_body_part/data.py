@@ -191,12 +191,16 @@ def render_phantom_volumes(
     *,
     seed: int,
     max_slices: int | None = 160,
+    region: str | None = None,
     advance: Advance | None = None,
 ) -> list[TrainingVolume]:
-    """``count`` phantoms with seeds ``seed``, ``seed + 1``, …"""
+    """``count`` phantoms with seeds ``seed``, ``seed + 1``, …; ``region`` as for
+    ``render_phantom_volume`` (None: a random protocol per phantom)."""
     volumes = []
     for index in range(count):
-        volumes.append(render_phantom_volume(seed + index, spec, max_slices=max_slices))
+        volumes.append(
+            render_phantom_volume(seed + index, spec, max_slices=max_slices, region=region)
+        )
         if advance is not None:
             advance(index + 1, count)
     return volumes

@@ -79,6 +79,9 @@ FineTune = Literal["all", "conv5", "head"]
 VALIDATION_SEED_OFFSET = 100_000
 CALIBRATION_SEED_OFFSET = 200_000
 TEST_SEED_OFFSET = 300_000
+#: The scan protocol of the labelled phantoms that calibrate a synthetic run: the paper's
+#: two labelled volumes hold all three zones.
+CALIBRATION_REGION = "chest_abdomen_pelvis"
 #: Inputs of a network trained from scratch are scaled to about unit size.
 SCRATCH_INPUT_SCALE = 1.0 / 64.0
 #: The paper's learning rate, 0.002, read as a step on the loss averaged over the
@@ -446,13 +449,13 @@ def _load_data(
         calibration_set = load_labelled_series(read_calibration_file(config.calibration_file), spec)
     else:
         calibration_set = []
-        for index in range(2):
-            volume = render_phantom_volume(
-                config.seed + CALIBRATION_SEED_OFFSET + index,
-                spec,
-                max_slices=config.max_slices,
-                region="chest_abdomen_pelvis",
-            )
+        for volume in render_phantom_volumes(
+            2,
+            spec,
+            seed=config.seed + CALIBRATION_SEED_OFFSET,
+            max_slices=config.max_slices,
+            region=CALIBRATION_REGION,
+        ):
             labels = [
                 z if z in ("chest", "abdomen", "pelvis") else None for z in volume.zone_labels()
             ]
