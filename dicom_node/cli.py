@@ -548,6 +548,12 @@ def cmd_train_ct_body_part(args: argparse.Namespace) -> int:
         f"three-zone accuracy {zones}; anomalies flagged {evaluation.abnormal_flagged} of "
         f"{evaluation.abnormal_volumes}, normal volumes flagged {evaluation.normal_flagged}"
     )
+    cross_check = trained.card.metrics.get("calibration_cross_check_pct")
+    if cross_check is not None:  # train_ubr warns when it is low
+        out.print(
+            f"calibration cross-check: {cross_check:.1f} % of the labelled slices in their zone "
+            "when each calibration volume is split by the others' thresholds"
+        )
     if args.register:
         _register_trained(settings, trained.folder, activate=args.activate)
     return EXIT_OK

@@ -385,10 +385,12 @@ def _train_ct_model(
         else f"{evaluation.zone_accuracy_pct:.1f} % (paper, on real CT: "
         f"{evaluation.paper_zone_accuracy_pct} %)"
     )
+    cross_check = trained.card.metrics.get("calibration_cross_check_pct")
     return trained.folder, (
         f"on {evaluation.volumes} held-out phantoms Spearman ρ {evaluation.spearman_mean:.3f}, "
         f"three-zone accuracy {zones}, anomalies flagged in {evaluation.abnormal_flagged} of "
-        f"{evaluation.abnormal_volumes} reversed or mixed series"
+        f"{evaluation.abnormal_volumes} reversed or mixed series; calibration cross-check "
+        + ("—" if cross_check is None else f"{cross_check:.1f} %")
     )
 
 

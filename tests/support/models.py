@@ -58,7 +58,7 @@ _UBR_SMOKE_MODELS: dict[str, Path] = {}
 
 def smoke_ubr_model(root: Path) -> Path:
     """A ``ct_body_part`` model trained with the ``smoke`` preset (AlexNet from scratch on
-    synthetic phantoms, about a minute on 2 cores), trained once per test process.
+    synthetic phantoms, 1–2 minutes on 2 cores), trained once per test process.
 
     ``root`` is a session-wide folder (``tmp_path_factory``); the folder returned is the
     complete model folder, calibrated on two phantoms with their true zones.

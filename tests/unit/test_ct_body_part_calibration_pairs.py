@@ -15,7 +15,7 @@ from training.ct_body_part import calibration_pairs
 from training.ct_body_part.data import TrainingVolume, render_phantom_volume
 from training.ct_body_part.evaluate import calibration_pair_study, evaluate_volumes
 
-#: The first test that needs the model trains it (about a minute on 2 idle cores).
+#: The first test that needs the model trains it (1–2 minutes on 2 idle cores).
 pytestmark = pytest.mark.timeout(900)
 
 

@@ -1,11 +1,12 @@
 """The ``ct_body_part`` pipeline on synthetic CT phantoms written as DICOM series.
 
 Geometry tests need no model. The others use a model trained with the ``smoke`` preset
-once per test process (about a minute), the same training a site runs, only shorter.
+once per test process (1–2 minutes), the same training a site runs, only shorter.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,9 @@ from pipelines.ct_body_part.pipeline import ZONE_ANATOMY, scored_indices
 from pipelines.ct_body_part.volume import read_ct_geometry, read_hu
 from pipelines.errors import ModelMissing, PipelineInputError
 from tests.support.models import smoke_ubr_model
+from training.ct_body_part.calibration import cross_check_pct, score_labelled
 from training.ct_body_part.evaluate import spearman
+from training.ct_body_part.train import preset, synthetic_calibration_set
 from training.synthetic.ct_phantoms import (
     make_phantom,
     random_scan,
@@ -61,7 +64,7 @@ def _input(written, model_dir: Path | None, version: str = "smoke-1") -> SeriesI
     )
 
 
-#: The first test that needs the model trains it (about a minute on 2 idle cores).
+#: The first test that needs the model trains it (1–2 minutes on 2 idle cores).
 pytestmark = pytest.mark.timeout(900)
 
 
@@ -172,15 +175,32 @@ def test_scores_rise_from_head_to_feet_and_zones_are_reported(
     scores = np.array([m.value for m in logged])
     assert np.all(np.diff(z) < 0)
     assert spearman(np.arange(len(scores)), scores) >= 0.95
-    # Zones: the scan covers chest, abdomen and pelvis.
+    # Zones: each runs from the first to the last slice its score puts in it, by the
+    # model's own thresholds, with that slice's z.
+    model = load_model(model_dir)
+    assert model.calibration is not None
+    classes = model.calibration.classify(scores)
     zones = {zone["zone"]: zone for zone in summary["zones"]}  # type: ignore[union-attr]
+    for number, name in enumerate(model.calibration.zones):
+        members = np.flatnonzero(classes == number)
+        if members.size == 0:
+            assert name not in zones
+            continue
+        first, last = int(members[0]), int(members[-1])
+        assert (zones[name]["first_index"], zones[name]["last_index"]) == (first, last)
+        assert zones[name]["slices"] == members.size
+        assert zones[name]["z_top_mm"] == pytest.approx(z[first], abs=0.01)
+        assert zones[name]["z_bottom_mm"] == pytest.approx(z[last], abs=0.01)
+    # The scan covers chest, abdomen and pelvis, found head to feet, each overlapping its
+    # true range (the smoke model is coarse: its boundaries may be a few cm off, so where
+    # they lie is measured by the zone accuracy of its evaluation, not here).
     assert {"chest", "abdomen", "pelvis"} <= set(zones)
-    truth = written.zones
+    firsts = [zones[name]["first_index"] for name in ("chest", "abdomen", "pelvis")]
+    assert firsts == sorted(firsts)
     for name in ("chest", "abdomen", "pelvis"):
-        top, bottom = truth[name]
-        middle = (top + bottom) / 2
+        top, bottom = written.zones[name]
         zone = zones[name]
-        assert zone["z_bottom_mm"] <= middle <= zone["z_top_mm"], (name, zone, truth[name])
+        assert zone["z_bottom_mm"] <= top and zone["z_top_mm"] >= bottom, (name, zone, top, bottom)
     # The SR carries the zone extents with coded anatomy, and the findings name them.
     sites = {m.finding_site for m in result.measurements if m.finding_site is not None}
     assert {ZONE_ANATOMY["chest"], ZONE_ANATOMY["abdomen"], ZONE_ANATOMY["pelvis"]} <= sites
@@ -234,3 +254,18 @@ def test_the_trained_model_folder_is_complete(model_dir: Path) -> None:
     assert metrics["spearman_mean"] >= 0.95
     assert metrics["abnormal_flagged"] == metrics["abnormal_volumes"] > 0
     assert (model_dir / "evaluation.json").is_file()
+
+
+def test_the_model_reports_how_its_calibration_volumes_agree(model_dir: Path) -> None:
+    """The calibration cross-check on the card is the one its two calibration phantoms
+    give when scored again, and the one tracked at the checkpoint that was kept."""
+    model = load_model(model_dir)
+    config = preset("smoke")
+    scored = score_labelled(model.scores, synthetic_calibration_set(config, model.spec))
+    expected = cross_check_pct(scored)
+    assert expected is not None and 0.0 <= expected <= 100.0
+    assert model.card.metrics["calibration_cross_check_pct"] == pytest.approx(expected, abs=0.01)
+    evaluation = json.loads((model_dir / "evaluation.json").read_text())
+    best = model.card.training_data["best_iteration"]
+    [kept] = [h for h in evaluation["history"] if h["iteration"] == best]
+    assert kept["calibration_cross_check_pct"] == pytest.approx(expected, abs=0.01)

@@ -21,6 +21,7 @@ from pipelines.ct_body_part.preprocess import InputSpec, network_batch
 from pipelines.ct_body_part.vgg16_init import convert_vgg16, write_vgg16_init
 from training.ct_body_part.calibration import (
     CalibrationFileError,
+    cross_check_pct,
     load_labelled_series,
     read_calibration_file,
     write_calibration_file,
@@ -121,6 +122,26 @@ def test_bad_calibration_files_name_the_line(tmp_path: Path, text: str, message:
         read_calibration_file(path)
 
 
+def test_cross_check_classifies_each_labelled_volume_by_the_others() -> None:
+    chest, abdomen = ["chest"] * 3, ["abdomen"] * 3
+    a = (np.array([0.0, 1, 2, 3, 4, 5]), chest + abdomen)
+    same = (np.array([0.5, 1.5, 2.4, 2.6, 4.5, 5.5]), chest + abdomen)
+    assert cross_check_pct([a, same]) == 100.0
+    # B's scores sit 2 higher. Fit on A (cut 2.5): B's chest 3, 4 fall in the abdomen;
+    # fit on B (cut 4.5): A's abdomen 3, 4 fall in the chest. 8 of 12 right.
+    shifted = (a[0] + 2.0, chest + abdomen)
+    assert cross_check_pct([a, shifted]) == pytest.approx(100.0 * 8 / 12)
+    # A zone the other volumes never show is not counted: C's pelvis slices are left out
+    # when A calibrates; A is classified by C's three zones.
+    c = (np.array([0.0, 1, 2, 3, 4, 5, 9, 10]), chest + abdomen + ["pelvis"] * 2)
+    assert cross_check_pct([a, c]) == 100.0
+    wrong_pelvis = (np.array([0.0, 1, 2, 3, 4, 5, 1.5, 10]), chest + abdomen + ["pelvis"] * 2)
+    assert cross_check_pct([a, wrong_pelvis]) == 100.0  # A cannot judge a pelvis slice at 1.5
+    # Nothing to check against: one volume, or others with a single zone.
+    assert cross_check_pct([a]) is None
+    assert cross_check_pct([(np.array([0.0, 1.0]), ["chest", "chest"])] * 2) is None
+
+
 def test_config_refuses_what_cannot_run(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="init_path"):
         TrainConfig().validate()  # the paper's ImageNet init needs the converted weights
@@ -192,7 +213,9 @@ def test_the_paper_cpu_preset_trains_vgg16_from_the_imagenet_weights(tmp_path: P
     assert float((now - start).abs().max()) < 0.05 * float(start.abs().max())
 
 
-def test_cli_trains_registers_and_activates(tmp_path: Path) -> None:
+def test_cli_trains_registers_and_activates(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
     config = tmp_path / "node.toml"
     config.write_text(
         'database_url = "sqlite:///var/node.sqlite"\nstorage_dir = "var/storage"\n'
@@ -208,6 +231,11 @@ def test_cli_trains_registers_and_activates(tmp_path: Path) -> None:
     assert model.calibration is not None and model.architecture == "alexnet"
     evaluation = json.loads((folder / "evaluation.json").read_text())
     assert evaluation["paper_zone_accuracy_pct"] == 95.99 and "history" in evaluation
+    printed = " ".join(capsys.readouterr().out.split())
+    cross_check = model.card.metrics["calibration_cross_check_pct"]
+    assert f"calibration cross-check: {cross_check:.1f} %" in printed
+    warned = [r for r in caplog.records if "zones will be unreliable" in r.getMessage()]
+    assert len(warned) == (1 if cross_check < 90.0 else 0)
     assert cli.main(["models", "list", "--config", str(config), "--format", "json"]) == 0
 
 

@@ -23,16 +23,15 @@ border of the liver to the upper border of the ilium.
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from pipelines.ct_body_part.model import UbrModel
 from pipelines.ct_body_part.preprocess import InputSpec
 from pipelines.ct_body_part.volume import CtStack, read_ct_geometry
-from pipelines.ct_body_part.zones import ZONE_ORDER, Calibration, calibrate
+from pipelines.ct_body_part.zones import ZONE_ORDER, Calibration, CalibrationError, calibrate
 from pipelines.errors import PipelineInputError
 from training.ct_body_part.data import TrainingVolume, stack_images
 
@@ -163,14 +162,54 @@ def load_labelled_series(
     return out
 
 
-def fit_calibration(model: UbrModel, volumes: Sequence[CalibrationVolume]) -> Calibration:
-    """Score the labelled slices with ``model`` and fit the zone thresholds."""
-    scores: list[float] = []
-    labels: list[str] = []
+#: The scores of one labelled volume's labelled slices, and their zones.
+LabelledScores = tuple[np.ndarray, list[str]]
+
+
+def score_labelled(
+    score: Callable[[np.ndarray], np.ndarray], volumes: Sequence[CalibrationVolume]
+) -> list[LabelledScores]:
+    """Score each labelled volume (``score``: images → one score each) and keep the
+    scores of its labelled slices."""
+    out = []
     for item in volumes:
-        values = model.scores(item.volume.images)
-        for value, label in zip(values, item.labels, strict=True):
-            if label is not None:
-                scores.append(float(value))
-                labels.append(label)
-    return calibrate(np.asarray(scores), labels)
+        keep = [index for index, label in enumerate(item.labels) if label is not None]
+        values = np.asarray(score(item.volume.images[keep]), dtype=np.float64)
+        out.append((values, [str(item.labels[index]) for index in keep]))
+    return out
+
+
+def fit_thresholds(scored: Sequence[LabelledScores]) -> Calibration:
+    """The zone thresholds fitted on the labelled slices of all ``scored`` volumes."""
+    return calibrate(
+        np.concatenate([values for values, _ in scored]),
+        [label for _, labels in scored for label in labels],
+    )
+
+
+def cross_check_pct(scored: Sequence[LabelledScores]) -> float | None:
+    """How far the labelled volumes agree on where the zones lie, in %.
+
+    Each labelled volume in turn is classified by thresholds fitted on the others alone;
+    the result is the share of its labelled slices put in their own zone, pooled over the
+    volumes (slices of a zone the others do not cover are not counted). The fit on all of
+    them (``Calibration.accuracy_pct``) is always optimistic; this is the figure a new
+    series can expect, from the labels a site already gave. A model whose scores mean
+    the same anatomy in every volume scores near 100 %; one whose scores drift from
+    volume to volume does not, however well it orders each volume. None when there are
+    fewer than two volumes or the others never cover two zones."""
+    right = counted = 0
+    for index, (values, labels) in enumerate(scored):
+        others = [item for other, item in enumerate(scored) if other != index]
+        try:
+            calibration = fit_thresholds(others) if others else None
+        except CalibrationError:
+            calibration = None
+        if calibration is None:
+            continue
+        guesses = calibration.classify(values)
+        for guess, label in zip(guesses, labels, strict=True):
+            if label in calibration.zones:
+                counted += 1
+                right += int(calibration.zones[int(guess)] == label)
+    return 100.0 * right / counted if counted else None

@@ -26,6 +26,7 @@ import numpy as np
 
 from pipelines.ct_body_part.model import UbrModel
 from pipelines.ct_body_part.zones import PAPER_ZONES, Calibration, calibrate, check_anomalies
+from training.ct_body_part.calibration import fit_thresholds
 from training.ct_body_part.data import TrainingVolume
 from training.runs import Advance
 
@@ -202,20 +203,15 @@ def calibration_pair_study(
         )
         return 100.0 * right / len(test_labels)
 
-    def fitted(chosen: Sequence[tuple[np.ndarray, list[str]]]) -> Calibration:
-        return calibrate(
-            np.concatenate([scores for scores, _ in chosen]),
-            [label for _, labels in chosen for label in labels],
-        )
-
     pairs = tuple(
-        accuracy(fitted([cal[a], cal[b]])) for a, b in itertools.combinations(range(len(cal)), 2)
+        accuracy(fit_thresholds([cal[a], cal[b]]))
+        for a, b in itertools.combinations(range(len(cal)), 2)
     )
     return CalibrationPairStudy(
         labelled_volumes=len(labelled),
         test_volumes=len(test),
         test_slices=len(test_labels),
         pair_accuracy_pct=pairs,
-        all_labelled_pct=accuracy(fitted(cal)),
+        all_labelled_pct=accuracy(fit_thresholds(cal)),
         ceiling_pct=accuracy(calibrate(test_scores, test_labels)),
     )
