@@ -39,16 +39,29 @@ class UbrModel:
     def architecture(self) -> str:
         return str(self.card.architecture.get("name", "vgg16"))
 
-    @torch.inference_mode()
     def scores(self, images: np.ndarray, *, batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
         """One score per (size × size, uint8) image, as float64."""
-        if len(images) == 0:
-            return np.zeros(0)
-        out = []
-        for start in range(0, len(images), max(1, batch_size)):
-            batch = network_batch(images[start : start + batch_size], self.spec)
-            out.append(self.network(batch).float().reshape(-1))
-        return torch.cat(out).double().numpy()
+        return network_scores(self.network, images, self.spec, batch_size=batch_size)
+
+
+@torch.inference_mode()
+def network_scores(
+    network: torch.nn.Module,
+    images: np.ndarray,
+    spec: InputSpec,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> np.ndarray:
+    """One score per (size × size, uint8) image from ``network`` in eval mode, as float64:
+    a model's scores, and those of a network still in training."""
+    network.eval()
+    if len(images) == 0:
+        return np.zeros(0)
+    out = []
+    for start in range(0, len(images), max(1, batch_size)):
+        batch = network_batch(images[start : start + batch_size], spec)
+        out.append(network(batch).float().reshape(-1))
+    return torch.cat(out).double().numpy()
 
 
 def load_model(folder: Path) -> UbrModel:
@@ -84,4 +97,5 @@ __all__ = [
     "ModelCache",
     "UbrModel",
     "load_model",
+    "network_scores",
 ]

@@ -69,6 +69,10 @@ class Calibration:
         """The zone index of each score."""
         return np.searchsorted(np.asarray(self.thresholds), np.asarray(scores), side="right")
 
+    def zone_names(self, scores: np.ndarray) -> list[str]:
+        """The zone of each score, by name."""
+        return [self.zones[int(index)] for index in self.classify(scores)]
+
     def to_json(self) -> dict[str, Any]:
         return {
             "zones": list(self.zones),

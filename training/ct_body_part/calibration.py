@@ -207,9 +207,8 @@ def cross_check_pct(scored: Sequence[LabelledScores]) -> float | None:
             calibration = None
         if calibration is None:
             continue
-        guesses = calibration.classify(values)
-        for guess, label in zip(guesses, labels, strict=True):
+        for guess, label in zip(calibration.zone_names(values), labels, strict=True):
             if label in calibration.zones:
                 counted += 1
-                right += int(calibration.zones[int(guess)] == label)
+                right += int(guess == label)
     return 100.0 * right / counted if counted else None

@@ -87,12 +87,12 @@ def evaluate_volumes(
         flagged_normal += int(anomalies.flagged)
         if calibration is None or volume.zones is None:
             continue
-        predicted = calibration.classify(scores)
+        predicted = calibration.zone_names(scores)
         for label, guess in zip(volume.zone_labels(), predicted, strict=True):
             if label not in PAPER_ZONES:
                 continue
             total[label] += 1
-            correct[label] += int(calibration.zones[int(guess)] == label)
+            correct[label] += int(guess == label)
     flagged_abnormal = sum(int(check_anomalies(model.scores(v.images)).flagged) for v in abnormal)
     slices = sum(total.values())
     return UbrEvaluation(
@@ -196,11 +196,8 @@ def calibration_pair_study(
         raise ValueError("the test volumes have no slices in the chest, abdomen or pelvis")
 
     def accuracy(calibration: Calibration) -> float:
-        guesses = calibration.classify(test_scores)
-        right = sum(
-            calibration.zones[int(g)] == label
-            for g, label in zip(guesses, test_labels, strict=True)
-        )
+        guesses = calibration.zone_names(test_scores)
+        right = sum(guess == label for guess, label in zip(guesses, test_labels, strict=True))
         return 100.0 * right / len(test_labels)
 
     pairs = tuple(

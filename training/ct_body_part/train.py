@@ -33,7 +33,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from pipelines.ct_body_part.model import PIPELINE_NAME, load_model
+from pipelines.ct_body_part.model import PIPELINE_NAME, load_model, network_scores
 from pipelines.ct_body_part.network import ARCHITECTURES, build_network, set_trainable
 from pipelines.ct_body_part.preprocess import InputSpec, network_batch
 from pipelines.ct_body_part.vgg16_init import load_vgg16_init
@@ -353,7 +353,8 @@ def train_ubr(config: TrainConfig) -> TrainedModel:
                 )
                 cross_check = cross_check_pct(
                     score_labelled(
-                        lambda images: _network_scores(network, images, spec), calibration_set
+                        lambda images: network_scores(network, images, spec, batch_size=32),
+                        calibration_set,
                     )
                 )
                 point = Checkpoint(
@@ -515,23 +516,12 @@ def _validate(
         scores = network(_group_batch(volumes, part, spec)).view(len(part), m)
         losses.append(float(ubr_loss(scores)) / len(part))
     rhos = [
-        spearman(np.arange(len(volume)), _network_scores(network, volume.images, spec))
+        spearman(
+            np.arange(len(volume)), network_scores(network, volume.images, spec, batch_size=32)
+        )
         for volume in volumes
     ]
     return float(np.mean(losses)), float(np.mean(rhos))
-
-
-@torch.inference_mode()
-def _network_scores(network: torch.nn.Module, images: np.ndarray, spec: InputSpec) -> np.ndarray:
-    """One score per image from the network as it stands, in batches of 32."""
-    network.eval()
-    if len(images) == 0:
-        return np.zeros(0)
-    values = [
-        network(network_batch(images[i : i + 32], spec)).reshape(-1)
-        for i in range(0, len(images), 32)
-    ]
-    return torch.cat(values).double().numpy()
 
 
 def _write_model_folder(
