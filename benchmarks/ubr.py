@@ -13,8 +13,9 @@ phantom (``training.synthetic.ct_phantoms``, ~2.3 mm apart at 300 slices) writte
 as a CT series. Stages, seconds per series:
 
 - ``geometry``: ``read_ct_geometry`` (every header, superior → inferior order);
-- ``decode+prep``: ``read_hu`` and ``slice_to_input`` of each slice scored (window, area
-  resize to the model's input);
+- ``decode+prep``: ``read_slices_hu`` and ``slice_to_input`` of each slice scored
+  (uncompressed values read from where the header read found them; window, area resize
+  to the model's input);
 - ``network``: the scores of those slices, in batches of ``--batch-size``, channels-last,
   and the interpolation of the others along z;
 - ``plot``: the score plot (matplotlib) for the Secondary Capture;

@@ -360,7 +360,7 @@ class _Run:
                         value=float(m.value),
                         unit=codes.unit(m.unit),
                         finding_sites=_finding_sites(m),
-                        referenced_images=self._measurement_images(key),
+                        referenced_images=self._measurement_images(key, m.frame_number),
                     )
                 )
             where = "the series" if key is None else f"instance {self._position(key)}"
@@ -482,11 +482,25 @@ class _Run:
         ds = self.by_uid[key]
         return [hd.sr.SourceImageForMeasurementGroup(str(ds.SOPClassUID), key)]
 
-    def _measurement_images(self, key: str | None) -> list[hd.sr.SourceImageForMeasurement] | None:
+    def _measurement_images(
+        self, key: str | None, frame_number: int | None = None
+    ) -> list[hd.sr.SourceImageForMeasurement] | None:
         if key is None:
             return None
         ds = self.by_uid[key]
-        return [hd.sr.SourceImageForMeasurement(str(ds.SOPClassUID), key)]
+        if frame_number is None:
+            return [hd.sr.SourceImageForMeasurement(str(ds.SOPClassUID), key)]
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        if not 1 <= frame_number <= frames:
+            raise EncodeError(
+                f"a measurement refers to frame {frame_number} of instance "
+                f"{self._position(key)}, which has {frames} frame(s)"
+            )
+        return [
+            hd.sr.SourceImageForMeasurement(
+                str(ds.SOPClassUID), key, referenced_frame_numbers=[frame_number]
+            )
+        ]
 
     # -- SC
 

@@ -289,6 +289,7 @@ class Worker:
                             concept_code=m.concept_code,
                             tracking_uid=m.tracking_uid,
                             slice_index=m.slice_index,
+                            frame_number=m.frame_number,
                         )
                         for m in logged
                     ],

@@ -93,9 +93,12 @@ class Measurement:
     value under a private concept whose meaning is ``name``. ``tracking_uid`` is the
     SOP Instance UID of the source instance the value belongs to; ``slice_index`` is
     the position of that instance in ``SeriesInput.files`` (either may be given; none
-    means the whole series). ``finding_site`` is the anatomy the value is about, when it
-    is about one (e.g. ``Code("816094009", "SCT", "Chest")`` for the chest's extent); the
-    SR writes it as the measurement's Finding Site.
+    means the whole series). ``frame_number`` (from 1) names the frame of a multi-frame
+    source instance the value belongs to (e.g. one slice of an Enhanced CT image); it
+    needs ``tracking_uid`` or ``slice_index``; the SR references that frame. ``finding_site``
+    is the anatomy the value is about, when it is about one (e.g. ``Code("816094009",
+    "SCT", "Chest")`` for the chest's extent); the SR writes it as the measurement's
+    Finding Site.
     """
 
     name: str
@@ -105,6 +108,7 @@ class Measurement:
     tracking_uid: str | None = None  # SOP Instance UID of the source instance, if any
     slice_index: int | None = None
     finding_site: Code | None = None  # the anatomy the value is about, if any
+    frame_number: int | None = None  # the frame (from 1) of a multi-frame source instance
 
     def __post_init__(self) -> None:
         if not self.name.strip():
@@ -122,6 +126,16 @@ class Measurement:
         _check_uid(self.tracking_uid, f"measurement {self.name!r}: tracking_uid")
         if self.slice_index is not None and self.slice_index < 0:
             raise ValueError(f"measurement {self.name!r}: slice_index must not be negative")
+        if self.frame_number is not None:
+            if isinstance(self.frame_number, bool) or not isinstance(self.frame_number, int):
+                raise TypeError(f"measurement {self.name!r}: frame_number must be an integer")
+            if self.frame_number < 1:
+                raise ValueError(f"measurement {self.name!r}: frame_number counts from 1")
+            if self.tracking_uid is None and self.slice_index is None:
+                raise ValueError(
+                    f"measurement {self.name!r}: frame_number needs the instance it is a "
+                    "frame of (tracking_uid or slice_index)"
+                )
 
     @property
     def concept_code(self) -> str | None:

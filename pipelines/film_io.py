@@ -106,7 +106,7 @@ def _film(dataset: Dataset, stored: np.ndarray, raw_bits: bool) -> Film:
     return Film(display=display, header=header, pixel_spacing=_pixel_spacing(dataset))
 
 
-def _native_syntax(dataset: Dataset) -> bool:
+def native_syntax(dataset: Dataset) -> bool:
     """Uncompressed little-endian pixel data (the bytes are the values)."""
     syntax = getattr(dataset, "file_meta", Dataset()).get("TransferSyntaxUID")
     return (
@@ -127,35 +127,41 @@ def _stored_values(dataset: Dataset) -> tuple[np.ndarray, bool]:
     decoded by pydicom as usual.
     """
     try:
-        if _native_syntax(dataset):
+        if native_syntax(dataset):
             return pixel_array(dataset, view_only=True, correct_unused_bits=False), True
         return dataset.pixel_array, False
     except Exception as exc:  # a missing decoder or corrupt pixel data
         raise FilmUnreadable(f"the pixel data cannot be decoded ({exc})") from exc
 
 
-def native_pixels_from_file(path: Path, dataset: Dataset) -> np.ndarray | None:
+def native_pixels_from_file(path: Path, dataset: Dataset, frame: int = 0) -> np.ndarray | None:
     """The stored values of a deferred, uncompressed Pixel Data element, read from ``path``.
 
     Read straight into a numpy array (one read, no intermediate ``bytes`` object, whose
     fresh pages are costly on some virtual machines), the unused high bits left as they
-    are (see ``_stored_values``). None when the pixel data was not deferred, is not plain
+    are (see ``_stored_values``). ``frame`` (from 0) picks one frame of a multi-frame
+    image; only that frame is read. None when the pixel data was not deferred, is not plain
     little-endian one-sample data of the expected length, or the file is shorter than it
     says: the caller then decodes it the usual way.
     """
-    if not _native_syntax(dataset) or int(dataset.get("SamplesPerPixel", 1) or 1) != 1:
+    if not native_syntax(dataset) or int(dataset.get("SamplesPerPixel", 1) or 1) != 1:
         return None
     element = dataset.get_item("PixelData", keep_deferred=True)
     if not isinstance(element, RawDataElement) or element.value is not None:
         return None  # already in memory (a small film): a view on it is as cheap
     rows, columns = int(dataset.get("Rows") or 0), int(dataset.get("Columns") or 0)
-    itemsize = int(dataset.BitsAllocated) // 8
+    bits = int(dataset.get("BitsAllocated") or 0)
+    if bits not in (8, 16, 32) or frame < 0:
+        return None  # bit-packed (1) or unknown: pydicom unpacks it
+    itemsize = bits // 8
     count = rows * columns
-    if count == 0 or element.length == UNDEFINED_LENGTH or element.length < count * itemsize:
+    end = (frame + 1) * count * itemsize
+    if count == 0 or element.length == UNDEFINED_LENGTH or element.length < end:
         return None
     signed = int(dataset.get("PixelRepresentation", 0) or 0) == 1
     dtype = np.dtype(f"<{'i' if signed else 'u'}{itemsize}")
-    pixels = np.fromfile(path, dtype=dtype, count=count, offset=element.value_tell)
+    offset = element.value_tell + frame * count * itemsize
+    pixels = np.fromfile(path, dtype=dtype, count=count, offset=offset)
     if pixels.size != count:
         return None
     return pixels.reshape(rows, columns)

@@ -160,6 +160,7 @@ class Measurement(Base):
     concept_code: Mapped[str | None] = mapped_column(String(128))
     tracking_uid: Mapped[str | None] = mapped_column(String(64))
     slice_index: Mapped[int | None] = mapped_column(Integer)
+    frame_number: Mapped[int | None] = mapped_column(Integer)
 
 
 class Output(Base):

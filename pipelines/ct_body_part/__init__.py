@@ -5,10 +5,11 @@ ReLU, global average pooling and fc — gives each axial slice one score, traine
 labels so that scores rise from head to feet and evenly with distance (L_order + L_dist,
 ``training.ct_body_part``). The paper's AlexNet variant is the lighter option.
 
-On a series the pipeline orders the slices by geometry (superior → inferior), scores them
-in batches, splits chest / abdomen / pelvis with two thresholds calibrated on two labelled
-volumes, reports each zone's extent and the series' coverage, and runs the paper's
-anomaly checks: r(slice index, score) < 0.99 and a scan direction that is not monotonic.
+On a series (single-frame files, multi-frame Enhanced CT images, or both) the pipeline
+orders the slices by geometry (superior → inferior), scores them in batches, splits
+chest / abdomen / pelvis with two thresholds calibrated on two labelled volumes, reports
+each zone's extent and the series' coverage, and runs the paper's anomaly checks:
+r(slice index, score) < 0.99 and a scan direction that is not monotonic.
 
 Modules: ``volume`` (geometry and HU), ``preprocess`` (window, resize, VGG means),
 ``network`` (the architectures), ``vgg16_init`` (the ImageNet VGG16 weights, converted

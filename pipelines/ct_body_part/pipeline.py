@@ -19,7 +19,7 @@ from pipelines.contract import (
 from pipelines.ct_body_part.model import DEFAULT_BATCH_SIZE, PIPELINE_NAME, ModelCache, UbrModel
 from pipelines.ct_body_part.plot import render_score_plot
 from pipelines.ct_body_part.preprocess import slice_to_input
-from pipelines.ct_body_part.volume import CtStack, read_ct_geometry, read_hu
+from pipelines.ct_body_part.volume import CtStack, read_ct_geometry, read_slices_hu
 from pipelines.ct_body_part.zones import (
     MIN_LINEARITY_R,
     Anomalies,
@@ -127,8 +127,9 @@ class CtBodyPart:
         geometry_done = time.perf_counter()
         chosen = scored_indices(len(stack), self.max_scored_slices or None)
         images = np.empty((len(chosen), model.spec.size, model.spec.size), dtype=np.uint8)
-        for row, index in enumerate(chosen):
-            images[row] = slice_to_input(read_hu(stack.slices[int(index)].path), model.spec)
+        hu_slices = read_slices_hu(stack.slices[int(index)] for index in chosen)
+        for row, hu in enumerate(hu_slices):
+            images[row] = slice_to_input(hu, model.spec)
         decoded = time.perf_counter()
         values = model.scores(images, batch_size=self.batch_size)
         scored = time.perf_counter()
@@ -258,6 +259,7 @@ class CtBodyPart:
                 SCORE_CONCEPT,
                 tracking_uid=item.sop_instance_uid or None,
                 slice_index=item.file_index,
+                frame_number=item.frame,
             )
             for index, (item, score) in enumerate(
                 zip(found.stack.slices, found.scores, strict=True)

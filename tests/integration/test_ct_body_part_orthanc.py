@@ -1,13 +1,15 @@
-"""ct_body_part end to end: Orthanc sends a CT study of two series — a normal
-chest–abdomen–pelvis scan and the same scan with its pixel data in reverse order — to the
-node (real receiver, real worker), and receives for each series an SR and an SC (the score
+"""ct_body_part end to end: Orthanc sends a CT study of three series — a normal
+chest–abdomen–pelvis scan, the same scan with its pixel data in reverse order, and the
+normal scan again as one multi-frame image (Legacy Converted Enhanced CT) — to the node
+(real receiver, real worker), and receives for each series an SR and an SC (the score
 plot), in the CT's study, each passing dciodvfy with 0 errors.
 
 The model is a real one, trained with the ``smoke`` preset on synthetic phantoms (once
 per test process, about a minute on 2 cores) and registered with ``import_model``. The SR
 of the normal series names the chest, abdomen and pelvis as finding sites; the reversed
 series' SR says the scan direction is not monotonic; the results log keeps one score per
-slice of each series.
+slice of each series. The multi-frame image gets the normal series' scores, frame by frame
+(one logged score per frame, with its frame number), and the same zones.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from training.synthetic.ct_phantoms import (
     make_phantom,
     random_scan,
     write_ct_series,
+    write_multi_frame_ct,
 )
 
 # The hand_orientation test's markers; the timeout also covers training the smoke model
@@ -126,6 +129,10 @@ def test_a_ct_study_from_orthanc_comes_back_with_zones_plots_and_anomaly_flags(
     require_tool("dciodvfy")
     normal, flipped = write_two_series(tmp_path / "ct")
     assert len(normal.files) == len(flipped.files) >= SLICES - 2
+    multi_frame = write_multi_frame_ct(normal, tmp_path / "ct" / "multi-frame" / "image.dcm")
+    multi_frame_series = str(
+        pydicom.dcmread(multi_frame, stop_before_pixels=True).SeriesInstanceUID
+    )
 
     node = NodeProcess(
         tmp_path / "node",
@@ -145,8 +152,8 @@ def test_a_ct_study_from_orthanc_comes_back_with_zones_plots_and_anomaly_flags(
         migrate.upgrade(engine)
         card = import_model(engine, ubr_model, node.workdir / "models", activate=True)
         with node:
-            orthanc_study = send_study(orthanc, [*normal.files, *flipped.files])
-            wait_all_sent(node, 2 * OUTPUTS_PER_SERIES, timeout=240)
+            orthanc_study = send_study(orthanc, [*normal.files, *flipped.files, multi_frame])
+            wait_all_sent(node, 3 * OUTPUTS_PER_SERIES, timeout=240)
             objects = orthanc_study_objects(orthanc, orthanc_study)
             outputs = node.rows(
                 "select o.kind, o.sop_instance_uid, r.series_instance_uid, r.model_version "
@@ -154,9 +161,16 @@ def test_a_ct_study_from_orthanc_comes_back_with_zones_plots_and_anomaly_flags(
             )
             slice_scores = node.rows(
                 "select r.series_instance_uid as series, count(*) as n, "
-                "count(distinct m.slice_index) as distinct_slices "
+                "count(distinct m.slice_index) as distinct_slices, "
+                "count(distinct m.frame_number) as distinct_frames "
                 "from measurements m join results r on r.id = m.result_id "
                 "where m.slice_index is not null group by r.series_instance_uid"
+            )
+            # Logged in body order (superior first), one row per slice.
+            body_order_scores = node.rows(
+                "select r.series_instance_uid as series, m.value, m.frame_number "
+                "from measurements m join results r on r.id = m.result_id "
+                "where m.concept_code = '99DCMNODE:UBR-SCORE' order by m.id"
             )
 
     assert {o["model_version"] for o in outputs} == {card.version}
@@ -167,7 +181,7 @@ def test_a_ct_study_from_orthanc_comes_back_with_zones_plots_and_anomaly_flags(
         results[(output["series_instance_uid"], output["kind"])] = by_uid[
             output["sop_instance_uid"]
         ]
-    series = (normal.series_instance_uid, flipped.series_instance_uid)
+    series = (normal.series_instance_uid, flipped.series_instance_uid, multi_frame_series)
     assert sorted(results) == sorted((s, kind) for s in series for kind in ("sc", "sr"))
     assert {o.Modality for o in objects} == {"CT", "SR", "OT"}
     assert {o.StudyInstanceUID for o in objects} == {normal.study_instance_uid}
@@ -198,6 +212,23 @@ def test_a_ct_study_from_orthanc_comes_back_with_zones_plots_and_anomaly_flags(
     for written in (normal, flipped):
         row = counts[written.series_instance_uid]
         assert row["n"] == row["distinct_slices"] == len(written.files), row
+        assert row["distinct_frames"] == 0, row  # single-frame files: no frame numbers
+
+    # The multi-frame image: one score per frame of its one instance, the normal series'
+    # scores in the same body order, and the same zones in its SR.
+    row = counts[multi_frame_series]
+    assert (row["n"], row["distinct_slices"], row["distinct_frames"]) == (
+        len(normal.files),
+        1,
+        len(normal.files),
+    ), row
+    scores: dict[str, list[float]] = {}
+    for item in body_order_scores:
+        scores.setdefault(item["series"], []).append(item["value"])
+    assert scores[multi_frame_series] == scores[normal.series_instance_uid]
+    multi_frame_sr = results[(multi_frame_series, "sr")]
+    assert target_regions(multi_frame_sr) == regions
+    assert finding_sites(multi_frame_sr) == expected_sites
 
     # Last, so that a failure here still shows that everything above held.
     failed = {what: found for what, found in errors.items() if found}

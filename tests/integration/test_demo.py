@@ -21,6 +21,7 @@ import pydicom
 import pytest
 
 from tests.peers import require_tool
+from training.ct_body_part.train import CROSS_CHECK_WARNING_PCT
 
 pytestmark = [pytest.mark.peers, pytest.mark.timeout(900)]
 
@@ -28,7 +29,8 @@ REPO = Path(__file__).resolve().parents[2]
 CT_SLICES = 40
 
 
-def demo(workdir: Path, *args: str) -> dict[str, object]:
+def demo(workdir: Path, *args: str) -> tuple[dict[str, object], str]:
+    """The demo's report, and what it printed."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DICOM_NODE_")}
     done = subprocess.run(
         [sys.executable, "-m", "dicom_node", "demo", "--workdir", str(workdir), "--preset",
@@ -38,12 +40,13 @@ def demo(workdir: Path, *args: str) -> dict[str, object]:
     )  # fmt: skip
     assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
     assert "mean absolute error" in done.stdout + done.stderr
-    return json.loads((workdir / "demo-report.json").read_text())  # type: ignore[no-any-return]
+    report = json.loads((workdir / "demo-report.json").read_text())
+    return report, done.stdout + done.stderr
 
 
 def test_demo_trains_a_model_and_brings_every_study_back(tmp_path: Path) -> None:
     require_tool("Orthanc")
-    first = demo(tmp_path / "demo", "--no-orthanc")
+    first, printed = demo(tmp_path / "demo", "--no-orthanc")
     assert first["trained"] is True
     studies = first["studies"]
     assert isinstance(studies, list) and len(studies) == 3
@@ -56,11 +59,16 @@ def test_demo_trains_a_model_and_brings_every_study_back(tmp_path: Path) -> None
     # The CT series came back with its zones, and the score plot is a PNG beside the report.
     first_ct = check_ct(first, tmp_path / "demo")
     assert first_ct["trained"] is True and {"sr", "sc"} <= set(first_ct["in_pacs"]), first_ct
+    # A CT model whose calibration cross-check is low points to the longer preset.
+    (card,) = {p.resolve() for p in (tmp_path / "demo").rglob("ct_body_part/*/model.json")}
+    cross_check = json.loads(card.read_text())["metrics"]["calibration_cross_check_pct"]
+    hinted = "`--ct-preset cpu` trains the README's" in " ".join(printed.split())
+    assert hinted is (cross_check is not None and cross_check < CROSS_CHECK_WARNING_PCT)
     # A model trained for seconds is rough, but far better than a guess (90° on average).
     errors = [abs(float(s["error_deg"])) for s in studies]
     assert sum(errors) / len(errors) < 45.0, studies
 
-    second = demo(tmp_path / "demo", "--orthanc")
+    second, _ = demo(tmp_path / "demo", "--orthanc")
     assert second["trained"] is False and second["model_version"] == first["model_version"]
     for study in second["studies"]:  # type: ignore[union-attr]
         assert {"SR", "OT"} <= set(study["in_pacs"]), study

@@ -7,11 +7,16 @@ generator or a given array. The builders of the unit and integration tests
 
 The encoder's sources are real: pydicom's CT and MR test slices, and a synthetic 16-bit DX
 hand film (``synthetic_dx``) built with complete patient, study, series and equipment
-modules — pydicom's own test files have no CR/DX radiograph. ``SOURCE_SETS`` names them.
+modules — pydicom's own test files have no CR/DX radiograph — and a multi-frame CT image
+(a synthetic phantom converted to Legacy Converted Enhanced CT by highdicom).
+``SOURCE_SETS`` names them.
 """
 
 from __future__ import annotations
 
+import copy
+import functools
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -227,8 +232,33 @@ def dx_sources() -> list[Dataset]:
     return [synthetic_dx(1), synthetic_dx(2, patient_name=PATIENT_NAME_WITHOUT_CARET)]
 
 
+def enhanced_ct_sources() -> list[Dataset]:
+    """One multi-frame CT image: a few slices (at most four) of a synthetic phantom, 32 × 32,
+    converted to a Legacy Converted Enhanced CT Image by highdicom (``write_multi_frame_ct``)."""
+    return [copy.deepcopy(_enhanced_ct())]
+
+
+@functools.cache
+def _enhanced_ct() -> Dataset:
+    from training.synthetic.ct_phantoms import (
+        make_phantom,
+        random_scan,
+        write_ct_series,
+        write_multi_frame_ct,
+    )
+
+    phantom = make_phantom(21)
+    scan = random_scan(
+        phantom, np.random.default_rng(21), region="chest_abdomen_pelvis", max_slices=4
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        written = write_ct_series(Path(folder) / "single", phantom, scan, size=32, pixel_spacing=14)
+        return pydicom.dcmread(write_multi_frame_ct(written, Path(folder) / "image.dcm"))
+
+
 SOURCE_SETS: dict[str, Callable[[], list[Dataset]]] = {
     "ct": ct_sources,
+    "enhanced_ct": enhanced_ct_sources,
     "mr": mr_sources,
     "dx": dx_sources,
 }

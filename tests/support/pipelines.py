@@ -52,12 +52,14 @@ def demo_result(
 ) -> PipelineResult:
     """A result with every kind of content the node encodes, for ``headers`` (seeded).
 
-    Measurements: an angle on the first instance, a score per instance (by slice
-    index) and an uncoded series-level count; one finding with a probability; derived
-    images of every kind (8- and 16-bit grayscale, RGB overlay, plot).
+    Measurements: an angle on the first instance (on its frame 2 when it has several
+    frames), a score per instance (by slice index) and an uncoded series-level count; one
+    finding with a probability; derived images of every kind (8- and 16-bit grayscale, RGB
+    overlay, plot).
     """
     rng = np.random.default_rng(1500)
     first = str(headers[0].SOPInstanceUID)
+    frame = 2 if int(headers[0].get("NumberOfFrames", 1) or 1) > 1 else None
     gray16 = rng.integers(0, 4096, size=(64, 48), dtype=np.uint16)
     gray8 = (gray16 >> 4).astype(np.uint8)
     overlay = np.stack([gray8, gray8 // 2, np.full_like(gray8, 200)], axis=-1)
@@ -67,7 +69,7 @@ def demo_result(
         ModelIdentity(pipeline, model_version, "0" * 64),
         summary={"instances": len(headers)},
         measurements=(
-            Measurement("angle", 93.25, "deg", ANGLE, tracking_uid=first),
+            Measurement("angle", 93.25, "deg", ANGLE, tracking_uid=first, frame_number=frame),
             *(
                 Measurement(f"score {i}", float(i) - 0.5, "{score}", SCORE, slice_index=i)
                 for i in range(len(headers))

@@ -17,7 +17,7 @@ from pipelines.contract import SeriesInput
 from pipelines.ct_body_part import CtBodyPart
 from pipelines.ct_body_part.model import load_model
 from pipelines.ct_body_part.pipeline import ZONE_ANATOMY, scored_indices
-from pipelines.ct_body_part.volume import read_ct_geometry, read_hu
+from pipelines.ct_body_part.volume import read_ct_geometry, read_hu, read_slices_hu
 from pipelines.errors import ModelMissing, PipelineInputError
 from tests.support.models import smoke_ubr_model
 from training.ct_body_part.calibration import cross_check_pct, score_labelled
@@ -138,6 +138,75 @@ def test_hounsfield_units_are_read_as_written(tmp_path: Path) -> None:
     hu = read_hu(written.files[0])
     expected = render_slice(phantom, float(written.anatomy_z[0]), size=SIZE, pixel_spacing=3.6)
     assert np.abs(hu - np.clip(np.rint(expected), -32768, 32767)).max() <= 1.0
+
+
+# -- decoding -------------------------------------------------------------------------------
+
+
+def test_uncompressed_slices_are_read_where_their_header_said(tmp_path: Path) -> None:
+    """The header read locates each slice's pixel values; decoding reads them from there
+    (explicit and implicit VR), to exactly what parsing the file again gives."""
+    written = _series(tmp_path, 8, max_slices=8)
+    implicit = pydicom.dcmread(written.files[0])
+    implicit.file_meta.TransferSyntaxUID = pydicom.uid.ImplicitVRLittleEndian
+    implicit.save_as(written.files[0], implicit_vr=True, little_endian=True)
+    stack = read_ct_geometry(list(written.files))
+    assert all(item.native is not None for item in stack.slices)
+    for item, hu in zip(stack.slices, read_slices_hu(stack.slices), strict=True):
+        np.testing.assert_array_equal(hu, read_hu(item.path))
+
+
+def test_bits_above_bits_stored_are_ignored_as_pydicom_does(tmp_path: Path) -> None:
+    """12 bits stored in 16, signed, with junk in the 4 high bits: read from the located
+    values, the slice equals pydicom's own decoding (sign-extended from bit 11)."""
+    written = _series(tmp_path, 9, max_slices=4)
+    path = written.files[0]
+    ds = pydicom.dcmread(path)
+    values = np.clip(ds.pixel_array.astype(np.int32), -2048, 2047)
+    raw = values.astype(np.int16).view(np.uint16) & 0x0FFF | 0x5000  # junk high bits
+    ds.BitsStored, ds.HighBit = 12, 11
+    ds.PixelData = raw.astype(np.uint16).tobytes()
+    ds.save_as(path)
+    stack = read_ct_geometry([path, *written.files[1:]])
+    (item,) = [s for s in stack.slices if s.path == path]
+    assert item.native is not None and item.native.bits_stored == 12
+    (hu,) = read_slices_hu([item])
+    expected = pydicom.dcmread(path).pixel_array.astype(np.float32) + float(ds.RescaleIntercept)
+    np.testing.assert_array_equal(hu, expected)
+    np.testing.assert_array_equal(hu, read_hu(path))
+    assert hu.min() < 0  # the sign was extended
+
+
+def test_a_file_replaced_after_its_header_was_read_is_parsed_again(tmp_path: Path) -> None:
+    """A re-sent instance stored over the old file between the header read and decoding:
+    its pixel data now starts elsewhere, and the new file's values are read."""
+    written = _series(tmp_path, 10, max_slices=4)
+    path = written.files[0]
+    stack = read_ct_geometry(list(written.files))
+    (item,) = [s for s in stack.slices if s.path == path]
+    ds = pydicom.dcmread(path)
+    ds.ImageComments = "x" * 999  # a longer header: the pixel data moves
+    ds.PixelData = (ds.pixel_array + 7).astype(ds.pixel_array.dtype).tobytes()
+    replacement = tmp_path / "replacement.dcm"
+    ds.save_as(replacement)
+    replacement.replace(path)  # as the store replaces a file: a rename
+    (hu,) = read_slices_hu([item])
+    np.testing.assert_array_equal(hu, read_hu(path))
+
+
+def test_compressed_slices_are_decoded_by_pydicom(tmp_path: Path) -> None:
+    written = _series(tmp_path, 11, max_slices=4)
+    plain = [read_hu(p) for p in written.files]
+    for path in written.files:
+        ds = pydicom.dcmread(path)
+        ds.compress(pydicom.uid.RLELossless)
+        ds.save_as(path)
+    stack = read_ct_geometry(list(written.files))
+    assert all(item.native is None for item in stack.slices)
+    hu_slices = read_slices_hu(stack.slices)
+    decoded = {item.path: hu for item, hu in zip(stack.slices, hu_slices, strict=True)}
+    for path, expected in zip(written.files, plain, strict=True):
+        np.testing.assert_array_equal(decoded[path], expected)
 
 
 def test_scored_indices_cover_both_ends() -> None:

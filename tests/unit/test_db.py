@@ -25,7 +25,7 @@ def schema_differences(engine: Engine) -> list[object]:
 
 
 def test_migrations_reach_head(engine: Engine) -> None:
-    assert migrate.current_revision(engine) == migrate.head_revision(engine) == "0001"
+    assert migrate.current_revision(engine) == migrate.head_revision(engine) == "0002"
 
 
 def test_migrated_schema_equals_the_models(engine: Engine) -> None:
@@ -46,7 +46,7 @@ def test_schema_comparison_notices_a_difference(engine: Engine) -> None:
 
 def test_upgrade_twice_is_harmless(engine: Engine) -> None:
     migrate.upgrade(engine)
-    assert migrate.current_revision(engine) == "0001"
+    assert migrate.current_revision(engine) == "0002"
 
 
 def test_fresh_database_has_no_revision(tmp_path: Path) -> None:
@@ -69,6 +69,75 @@ def test_downgrade_then_upgrade(engine: Engine) -> None:
     assert "studies" not in inspect(engine).get_table_names()
     migrate.upgrade(engine)
     assert schema_differences(engine) == []
+
+
+def _alembic(engine: Engine, verb: str, revision: str) -> None:
+    from alembic import command
+
+    config = migrate._config(engine)
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        getattr(command, verb)(config, revision)
+
+
+def _measurement_rows(engine: Engine) -> list[tuple[object, ...]]:
+    with engine.connect() as conn:
+        return [
+            tuple(row)
+            for row in conn.exec_driver_sql(
+                "SELECT result_id, name, value, unit, concept_code, tracking_uid, slice_index "
+                "FROM measurements ORDER BY id"
+            )
+        ]
+
+
+def test_0002_adds_frame_number_and_keeps_the_measurements_already_logged(
+    db_path: Path,
+) -> None:
+    """A results log from before 0002 (measurements of single-frame series) upgrades in
+    place: every row stays as it was, with frame_number NULL; a downgrade keeps them too."""
+    engine = make_engine(sqlite_url(db_path))
+    try:
+        migrate.upgrade(engine, "0001")
+        add_instance(engine, "1.2.3", "1.2.3.4", "1.2.3.4.5")
+        with engine.begin() as conn:
+            series_id = conn.exec_driver_sql("SELECT id FROM series").scalar_one()
+            conn.exec_driver_sql(
+                "INSERT INTO jobs (id, series_id, pipeline, model_version, series_revision, "
+                "state, attempts, max_attempts, run_after, created_at) VALUES (1, ?, "
+                "'ct_body_part', 'v1', 1, 'done', 1, 3, '2026-03-01 00:00:00.000000', "
+                "'2026-03-01 00:00:00.000000')",
+                (series_id,),
+            )
+            conn.exec_driver_sql(
+                "INSERT INTO results (id, job_id, pipeline, model_version, study_instance_uid, "
+                "series_instance_uid, created_at, summary) VALUES (1, 1, 'ct_body_part', 'v1', "
+                "'1.2.3', '1.2.3.4', '2026-03-01 00:00:00.000000', '{}')"
+            )
+            conn.exec_driver_sql(
+                "INSERT INTO measurements (result_id, name, value, unit, concept_code, "
+                "tracking_uid, slice_index) VALUES "
+                "(1, 'Body part score', 1.5, '{score}', '99DCMNODE:UBR-SCORE', '1.2.3.4.5', 0), "
+                "(1, 'Correlation r', 0.999, '1', '99DCMNODE:UBR-R', NULL, NULL)"
+            )
+        before = _measurement_rows(engine)
+        assert len(before) == 2
+
+        migrate.upgrade(engine)
+        assert migrate.current_revision(engine) == "0002"
+        assert _measurement_rows(engine) == before
+        with engine.connect() as conn:
+            frames = conn.exec_driver_sql("SELECT frame_number FROM measurements").all()
+        assert [row[0] for row in frames] == [None, None]
+        assert schema_differences(engine) == []
+
+        _alembic(engine, "downgrade", "0001")
+        assert migrate.current_revision(engine) == "0001"
+        columns = {c["name"] for c in inspect(engine).get_columns("measurements")}
+        assert "frame_number" not in columns and "slice_index" in columns
+        assert _measurement_rows(engine) == before
+    finally:
+        engine.dispose()
 
 
 def test_sqlite_pragmas_on_a_fresh_connection(db_path: Path) -> None:

@@ -146,6 +146,7 @@ def test_sr_round_trip_reads_back_measurements_and_findings(
     # One group per source instance with measurements, one for the series, one per finding.
     assert len(groups) == len(sources) + 1 + 1
     found: dict[tuple[str, str, str | None], tuple[float, tuple[str, str]]] = {}
+    frames_of: dict[tuple[str, str, str | None], list[object]] = {}
     evaluations = []
     for group in groups:
         assert _text_items(group, sr_codes.DCM.AlgorithmName) == ["reporting_demo"]
@@ -158,11 +159,16 @@ def test_sr_round_trip_reads_back_measurements_and_findings(
             key = (m.name.value, m.name.scheme_designator, refs[0] if refs else None)
             assert key not in found
             found[key] = (m.value, _code_of(m.unit))
+            frames_of[key] = [img.referenced_frame_numbers for img in m.referenced_images]
         for q in group.get_qualitative_evaluations():
             evaluations.append((_code_of(q.name), _code_of(q.value), group_sources))
 
     uids = [str(s.SOPInstanceUID) for s in sources]
     assert found[(ANGLE.value, "DCM", uids[0])] == (93.25, ("deg", "UCUM"))
+    # The angle is on frame 2 of a multi-frame source, and on the whole of a single frame.
+    multi_frame = int(sources[0].get("NumberOfFrames", 1) or 1) > 1
+    assert frames_of[(ANGLE.value, "DCM", uids[0])] == [[2] if multi_frame else None]
+    assert frames_of[(SCORE.value, "SCT", uids[0])] == [None]
     for i, uid in enumerate(uids):
         assert found[(SCORE.value, "SCT", uid)] == (float(i) - 0.5, ("{score}", "UCUM"))
     count = codes.uncoded_measurement("instance count")
@@ -447,6 +453,41 @@ def test_read_source_headers_skips_pixel_data(tmp_path: Path) -> None:
 def test_references_outside_the_sources_are_refused(result: PipelineResult, message: str) -> None:
     with pytest.raises(EncodeError, match=message):
         encode_result(result, ct_sources(), device=DEVICE, uid_root=UID_ROOT)
+
+
+@pytest.mark.parametrize("source_set", ["enhanced_ct", "ct"])
+def test_a_frame_beyond_the_source_image_is_refused(source_set: str) -> None:
+    """The frame after the last of the multi-frame CT image, and frame 2 of a single slice."""
+    sources = SOURCE_SETS[source_set]()
+    frames = int(sources[0].get("NumberOfFrames", 1) or 1)
+    assert (frames > 1) is (source_set == "enhanced_ct")
+    uid = str(sources[0].SOPInstanceUID)
+    late = Measurement("a", 1.0, "deg", tracking_uid=uid, frame_number=frames + 1)
+    with pytest.raises(
+        EncodeError, match=f"frame {frames + 1} of instance 1, which has {frames} frame"
+    ):
+        encode_result(
+            PipelineResult("p", "1", measurements=(late,)),
+            sources,
+            device=DEVICE,
+            uid_root=UID_ROOT,
+        )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"tracking_uid": "1.2.3", "frame_number": 0}, ValueError, "counts from 1"),
+        ({"slice_index": 0, "frame_number": True}, TypeError, "must be an integer"),
+        ({"slice_index": 0, "frame_number": 1.0}, TypeError, "must be an integer"),
+        ({"frame_number": 1}, ValueError, "needs the instance it is a frame of"),
+    ],
+)
+def test_a_measurement_frame_number_is_checked(
+    kwargs: dict[str, object], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        Measurement("a", 1.0, "deg", **kwargs)  # type: ignore[arg-type]
 
 
 def test_unusable_sources_are_refused() -> None:

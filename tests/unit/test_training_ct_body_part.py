@@ -10,6 +10,7 @@ from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 import torch
 from rich.console import Console
@@ -35,7 +36,7 @@ from training.ct_body_part.data import (
 from training.ct_body_part.losses import ubr_loss
 from training.ct_body_part.sampler import sample_groups
 from training.ct_body_part.train import PAPER_LR, TrainConfig, preset, train_ubr
-from training.synthetic.ct_phantoms import write_ct_study
+from training.synthetic.ct_phantoms import write_ct_study, write_multi_frame_ct
 
 SPEC = InputSpec(size=64)
 
@@ -63,6 +64,25 @@ def test_ct_volumes_are_read_from_a_folder_superior_first(tmp_path: Path) -> Non
         assert np.all(np.diff(volume.z_mm) < 0)
     with pytest.raises(TrainingDataError, match="no CT series"):
         load_ct_volumes(_empty(tmp_path), SPEC)
+
+
+def test_a_series_archived_as_a_multi_frame_image_trains_like_its_single_frame_files(
+    tmp_path: Path,
+) -> None:
+    """The same scan as single-frame files (one series) and as one Legacy Converted
+    Enhanced CT image (another series of the same study) gives the same training volume."""
+    single = _write(tmp_path / "data" / "single", 4, region="chest_abdomen_pelvis")
+    image = write_multi_frame_ct(single, tmp_path / "data" / "multi-frame" / "image.dcm")
+    volumes, report = load_ct_volumes(tmp_path / "data", SPEC, min_slices=8)
+    assert report.series == 2 and report.skipped == []
+    first, second = volumes
+    assert len(first) == len(second) == len(single.files)
+    np.testing.assert_array_equal(first.images, second.images)
+    np.testing.assert_array_equal(first.z_mm, second.z_mm)
+    assert {v.name for v in volumes} == {
+        single.series_instance_uid,
+        str(pydicom.dcmread(image, stop_before_pixels=True).SeriesInstanceUID),
+    }
 
 
 def _empty(tmp_path: Path) -> Path:

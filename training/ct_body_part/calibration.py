@@ -59,6 +59,14 @@ class LabelledSeries:
     ranges: tuple[ZoneRange, ...]
 
     def labels(self, stack: CtStack) -> list[str | None]:
+        if any(r.unit == "instance" for r in self.ranges) and any(
+            item.frame is not None for item in stack.slices
+        ):
+            # The frames of a multi-frame image share one Instance Number.
+            raise CalibrationFileError(
+                f"{self.folder}: a multi-frame image has one Instance Number for all its "
+                "slices; give this series' zones as from_mm,to_mm"
+            )
         out: list[str | None] = []
         for item in stack.slices:
             zones = {r.zone for r in self.ranges if r.contains(item.z_mm, item.instance_number)}

@@ -24,7 +24,7 @@ import numpy as np
 import pydicom
 
 from pipelines.ct_body_part.preprocess import InputSpec, slice_to_input
-from pipelines.ct_body_part.volume import CtStack, read_ct_geometry, read_hu
+from pipelines.ct_body_part.volume import CtStack, read_ct_geometry, read_slices_hu
 from pipelines.errors import PipelineInputError
 from training.runs import Advance
 from training.synthetic.ct_phantoms import make_phantom, random_scan, render_slice
@@ -76,8 +76,8 @@ class LoadReport:
 
 def stack_images(stack: CtStack, spec: InputSpec) -> np.ndarray:
     images = np.empty((len(stack), spec.size, spec.size), dtype=np.uint8)
-    for row, item in enumerate(stack.slices):
-        images[row] = slice_to_input(read_hu(item.path), spec)
+    for row, hu in enumerate(read_slices_hu(stack.slices)):
+        images[row] = slice_to_input(hu, spec)
     return images
 
 

@@ -581,7 +581,8 @@ def _write_model_folder(
         logger.warning(
             "model %s: its calibration volumes classify each other's slices only %.1f %% "
             "right (below %g %%): its scores do not mean the same anatomy in every volume, "
-            "and its zones will be unreliable; train again with another --seed or more data",
+            "and its zones will be unreliable; train again for longer, on more series or "
+            "with another --seed (a short preset such as demo or smoke always lands here)",
             version,
             cross_check,
             CROSS_CHECK_WARNING_PCT,

@@ -90,6 +90,7 @@ __all__ = [
     "write_ct_phantom_series",
     "write_ct_series",
     "write_ct_study",
+    "write_multi_frame_ct",
 ]
 
 _FloatArray = npt.NDArray[np.float32]
@@ -1929,6 +1930,35 @@ def write_ct_study(
         shuffle_instance_numbers=shuffle_instance_numbers,
         progress=progress,
     )
+
+
+def write_multi_frame_ct(
+    series: WrittenSeries,
+    path: Path,
+    *,
+    series_number: int = 90,
+    uid_root: str = SYNTHETIC_UID_ROOT,
+) -> Path:
+    """``series`` converted into one multi-frame image: a Legacy Converted Enhanced CT Image
+    made by highdicom, one frame per slice, each frame's position and the shared
+    orientation, pixel spacing and rescale in the functional groups; a new series of the
+    same study, its UIDs derived from the source series'. Written to ``path``, which is
+    returned."""
+    import highdicom.legacy
+    import pydicom
+
+    sources = [pydicom.dcmread(file) for file in series.files]
+    image = highdicom.legacy.LegacyConvertedEnhancedCTImage(
+        sources,
+        series_instance_uid=_uid(uid_root, "multi-frame series", series.series_instance_uid),
+        series_number=series_number,
+        sop_instance_uid=_uid(uid_root, "multi-frame image", series.series_instance_uid),
+        instance_number=1,
+    )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save_as(path)
+    return path
 
 
 @contextmanager
