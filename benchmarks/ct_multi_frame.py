@@ -54,8 +54,8 @@ from rich.table import Table  # noqa: E402
 from benchmarks.orientation import cpu_counters, foreign_share, machine_state  # noqa: E402
 from benchmarks.ubr import write_series  # noqa: E402
 from dicom_node.encode import read_source_headers  # noqa: E402
-from pipelines.ct_body_part.preprocess import InputSpec, slice_to_input  # noqa: E402
-from pipelines.ct_body_part.volume import read_ct_geometry, read_slices_hu  # noqa: E402
+from pipelines.ct_body_part.preprocess import InputSpec, slices_to_inputs  # noqa: E402
+from pipelines.ct_body_part.volume import read_ct_geometry  # noqa: E402
 from training.synthetic.ct_phantoms import write_multi_frame_ct  # noqa: E402
 
 FORMS = ("single-frame", "multi-frame", "multi-frame RLE")
@@ -80,9 +80,7 @@ def read_once(files: list[Path], spec: InputSpec) -> tuple[dict[str, float], np.
     started = time.perf_counter()
     stack = read_ct_geometry(files)
     geometry = time.perf_counter()
-    images = np.empty((len(stack), spec.size, spec.size), dtype=np.uint8)
-    for row, hu in enumerate(read_slices_hu(stack.slices)):
-        images[row] = slice_to_input(hu, spec)
+    images = slices_to_inputs(stack.slices, spec)
     decoded = time.perf_counter()
     read_source_headers(files)
     headers = time.perf_counter()

@@ -134,6 +134,20 @@ def _stored_values(dataset: Dataset) -> tuple[np.ndarray, bool]:
         raise FilmUnreadable(f"the pixel data cannot be decoded ({exc})") from exc
 
 
+def native_frame_layout(dataset: Dataset) -> tuple[np.dtype, int, int] | None:
+    """(dtype, rows, columns) of one frame of uncompressed little-endian one-sample pixel
+    data, whose bytes are the stored values; None for compressed, big-endian, bit-packed
+    (1 bit), multi-sample or empty images, which pydicom decodes."""
+    if not native_syntax(dataset) or int(dataset.get("SamplesPerPixel", 1) or 1) != 1:
+        return None
+    rows, columns = int(dataset.get("Rows") or 0), int(dataset.get("Columns") or 0)
+    bits = int(dataset.get("BitsAllocated") or 0)
+    if bits not in (8, 16, 32) or rows * columns == 0:
+        return None
+    signed = int(dataset.get("PixelRepresentation", 0) or 0) == 1
+    return np.dtype(f"<{'i' if signed else 'u'}{bits // 8}"), rows, columns
+
+
 def native_pixels_from_file(path: Path, dataset: Dataset, frame: int = 0) -> np.ndarray | None:
     """The stored values of a deferred, uncompressed Pixel Data element, read from ``path``.
 
@@ -141,26 +155,21 @@ def native_pixels_from_file(path: Path, dataset: Dataset, frame: int = 0) -> np.
     fresh pages are costly on some virtual machines), the unused high bits left as they
     are (see ``_stored_values``). ``frame`` (from 0) picks one frame of a multi-frame
     image; only that frame is read. None when the pixel data was not deferred, is not plain
-    little-endian one-sample data of the expected length, or the file is shorter than it
-    says: the caller then decodes it the usual way.
+    little-endian one-sample data of the expected length (``native_frame_layout``), or the
+    file is shorter than it says: the caller then decodes it the usual way.
     """
-    if not native_syntax(dataset) or int(dataset.get("SamplesPerPixel", 1) or 1) != 1:
+    layout = native_frame_layout(dataset)
+    if layout is None or frame < 0:
         return None
     element = dataset.get_item("PixelData", keep_deferred=True)
     if not isinstance(element, RawDataElement) or element.value is not None:
         return None  # already in memory (a small film): a view on it is as cheap
-    rows, columns = int(dataset.get("Rows") or 0), int(dataset.get("Columns") or 0)
-    bits = int(dataset.get("BitsAllocated") or 0)
-    if bits not in (8, 16, 32) or frame < 0:
-        return None  # bit-packed (1) or unknown: pydicom unpacks it
-    itemsize = bits // 8
+    dtype, rows, columns = layout
     count = rows * columns
-    end = (frame + 1) * count * itemsize
-    if count == 0 or element.length == UNDEFINED_LENGTH or element.length < end:
+    frame_bytes = count * dtype.itemsize
+    if element.length == UNDEFINED_LENGTH or element.length < (frame + 1) * frame_bytes:
         return None
-    signed = int(dataset.get("PixelRepresentation", 0) or 0) == 1
-    dtype = np.dtype(f"<{'i' if signed else 'u'}{itemsize}")
-    offset = element.value_tell + frame * count * itemsize
+    offset = element.value_tell + frame * frame_bytes
     pixels = np.fromfile(path, dtype=dtype, count=count, offset=offset)
     if pixels.size != count:
         return None

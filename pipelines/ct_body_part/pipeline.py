@@ -18,8 +18,8 @@ from pipelines.contract import (
 )
 from pipelines.ct_body_part.model import DEFAULT_BATCH_SIZE, PIPELINE_NAME, ModelCache, UbrModel
 from pipelines.ct_body_part.plot import render_score_plot
-from pipelines.ct_body_part.preprocess import slice_to_input
-from pipelines.ct_body_part.volume import CtStack, read_ct_geometry, read_slices_hu
+from pipelines.ct_body_part.preprocess import slices_to_inputs
+from pipelines.ct_body_part.volume import CtStack, read_ct_geometry
 from pipelines.ct_body_part.zones import (
     MIN_LINEARITY_R,
     Anomalies,
@@ -126,10 +126,7 @@ class CtBodyPart:
         stack = read_ct_geometry(series.files)
         geometry_done = time.perf_counter()
         chosen = scored_indices(len(stack), self.max_scored_slices or None)
-        images = np.empty((len(chosen), model.spec.size, model.spec.size), dtype=np.uint8)
-        hu_slices = read_slices_hu(stack.slices[int(index)] for index in chosen)
-        for row, hu in enumerate(hu_slices):
-            images[row] = slice_to_input(hu, model.spec)
+        images = slices_to_inputs([stack.slices[int(index)] for index in chosen], model.spec)
         decoded = time.perf_counter()
         values = model.scores(images, batch_size=self.batch_size)
         scored = time.perf_counter()

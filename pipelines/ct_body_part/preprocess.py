@@ -20,6 +20,7 @@ so a model is always fed as it was trained.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 
 from pipelines.ct_body_part.network import CAFFE_MEAN_BGR
+from pipelines.ct_body_part.volume import CtSlice, read_slices_hu
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,15 @@ def slice_to_input(hu: np.ndarray, spec: InputSpec) -> np.ndarray:
     image = _square(windowed(hu, spec), 0.0)
     resized = area_resize(image, spec.size)
     return np.clip(np.rint(resized), 0, 255).astype(np.uint8)
+
+
+def slices_to_inputs(slices: Sequence[CtSlice], spec: InputSpec) -> np.ndarray:
+    """The network's (N, size, size) uint8 images of ``slices``, decoded in the order given
+    (``read_slices_hu``), each through ``slice_to_input``."""
+    images = np.empty((len(slices), spec.size, spec.size), dtype=np.uint8)
+    for row, hu in enumerate(read_slices_hu(slices)):
+        images[row] = slice_to_input(hu, spec)
+    return images
 
 
 def network_batch(images: np.ndarray, spec: InputSpec) -> torch.Tensor:

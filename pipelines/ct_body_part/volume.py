@@ -39,7 +39,12 @@ from pydicom.dataset import Dataset
 from pydicom.pixels import pixel_array
 
 from pipelines.errors import PipelineInputError
-from pipelines.film_io import DEFER_BYTES, native_pixels_from_file, native_syntax
+from pipelines.film_io import (
+    DEFER_BYTES,
+    native_frame_layout,
+    native_pixels_from_file,
+    native_syntax,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -357,18 +362,14 @@ def _located(
     frames: int,
 ) -> list[_Candidate]:
     """``found`` with each slice's ``NativePixels`` where its pixel data is uncompressed."""
-    if pixel_value is None or int(header.get("SamplesPerPixel", 1) or 1) != 1:
+    layout = native_frame_layout(header)
+    if pixel_value is None or layout is None:
         return found
-    rows, columns = int(header.get("Rows") or 0), int(header.get("Columns") or 0)
-    bits = int(header.get("BitsAllocated") or 0)
-    if bits not in (8, 16, 32) or rows * columns == 0:
-        return found
-    frame_bytes = rows * columns * bits // 8
+    dtype, rows, columns = layout
+    frame_bytes = rows * columns * dtype.itemsize
     offset, length = pixel_value
     if length < frames * frame_bytes:
         return found
-    signed = int(header.get("PixelRepresentation", 0) or 0) == 1
-    dtype = f"<{'i' if signed else 'u'}{bits // 8}"
     out: list[_Candidate] = []
     for item, key, reference in found:
         try:
@@ -378,10 +379,10 @@ def _located(
             continue
         native = NativePixels(
             offset=offset + (0 if item.frame is None else item.frame - 1) * frame_bytes,
-            dtype=dtype,
+            dtype=dtype.str,
             rows=rows,
             columns=columns,
-            bits_stored=int(header.get("BitsStored") or bits),
+            bits_stored=int(header.get("BitsStored") or 8 * dtype.itemsize),
             slope=slope,
             intercept=intercept,
             file_identity=identity,

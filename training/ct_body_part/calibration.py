@@ -29,11 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.ct_body_part.preprocess import InputSpec
+from pipelines.ct_body_part.preprocess import InputSpec, slices_to_inputs
 from pipelines.ct_body_part.volume import CtStack, read_ct_geometry
 from pipelines.ct_body_part.zones import ZONE_ORDER, Calibration, CalibrationError, calibrate
 from pipelines.errors import PipelineInputError
-from training.ct_body_part.data import TrainingVolume, stack_images
+from training.ct_body_part.data import TrainingVolume
 
 
 class CalibrationFileError(ValueError):
@@ -159,7 +159,7 @@ def load_labelled_series(
         )
         try:
             stack = read_ct_geometry(files)
-            images = stack_images(stack, spec)
+            images = slices_to_inputs(stack.slices, spec)
         except PipelineInputError as exc:
             raise CalibrationFileError(f"{entry.folder}: {exc}") from exc
         labels = entry.labels(stack)

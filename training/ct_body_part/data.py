@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from pipelines.ct_body_part.preprocess import InputSpec, slice_to_input
-from pipelines.ct_body_part.volume import CtStack, read_ct_geometry, read_slices_hu
+from pipelines.ct_body_part.preprocess import InputSpec, slice_to_input, slices_to_inputs
+from pipelines.ct_body_part.volume import read_ct_geometry
 from pipelines.errors import PipelineInputError
 from training.runs import Advance
 from training.synthetic.ct_phantoms import make_phantom, random_scan, render_slice
@@ -74,13 +74,6 @@ class LoadReport:
     skipped: list[str] = field(default_factory=list)
 
 
-def stack_images(stack: CtStack, spec: InputSpec) -> np.ndarray:
-    images = np.empty((len(stack), spec.size, spec.size), dtype=np.uint8)
-    for row, hu in enumerate(read_slices_hu(stack.slices)):
-        images[row] = slice_to_input(hu, spec)
-    return images
-
-
 def find_ct_series(folder: Path) -> dict[str, list[Path]]:
     """CT files under ``folder`` by Series Instance UID (headers only)."""
     if not folder.is_dir():
@@ -118,7 +111,7 @@ def load_ct_volumes(
             stack = read_ct_geometry(files)
             if len(stack) < min_slices:
                 raise PipelineInputError(f"{len(stack)} slices, fewer than {min_slices}")
-            images = stack_images(stack, spec)
+            images = slices_to_inputs(stack.slices, spec)
         except PipelineInputError as exc:
             report.skipped.append(f"series {uid}: {exc}")
             logger.warning("skipping series %s: %s", uid, exc)
