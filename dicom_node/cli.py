@@ -496,7 +496,12 @@ def cmd_train_ct_body_part(args: argparse.Namespace) -> int:
     import torch
 
     from pipelines.ct_body_part.vgg16_init import default_init_path
-    from training.ct_body_part.train import TrainConfig, preset, train_ubr
+    from training.ct_body_part.train import (
+        CROSS_CHECK_WARNING_PCT,
+        TrainConfig,
+        preset,
+        train_ubr,
+    )
 
     settings = _settings(args)
     if args.threads:
@@ -520,6 +525,7 @@ def cmd_train_ct_body_part(args: argparse.Namespace) -> int:
         "lr": args.lr,
         "time_limit_s": args.time_limit,
         "seed": args.seed,
+        "attempts": args.attempts,
         "version": args.version,
         "out_dir": args.out or settings.model_dir / "ct_body_part",
         "progress": not args.no_progress,
@@ -554,8 +560,29 @@ def cmd_train_ct_body_part(args: argparse.Namespace) -> int:
             f"calibration cross-check: {cross_check:.1f} % of the labelled slices in their zone "
             "when each calibration volume is split by the others' thresholds"
         )
+    attempts = trained.card.training_data.get("attempts", [])
+    if len(attempts) > 1:
+        figures = ", ".join(
+            "—"
+            if a["calibration_cross_check_pct"] is None
+            else f"{a['calibration_cross_check_pct']:.1f} %"
+            for a in attempts
+        )
+        out.print(
+            f"kept attempt {trained.card.training_data['attempt']} of {len(attempts)} "
+            f"(cross-checks {figures})"
+        )
     if args.register:
-        _register_trained(settings, trained.folder, activate=args.activate)
+        activate = args.activate
+        if activate and cross_check is not None and cross_check < CROSS_CHECK_WARNING_PCT:
+            out.print(
+                f"[yellow]not activated:[/yellow] its calibration cross-check {cross_check:.1f} % "
+                f"is below {CROSS_CHECK_WARNING_PCT:g} %, so its zones are unreliable; "
+                f"`dicom-node models activate ct_body_part {trained.card.version}` activates "
+                "it anyway"
+            )
+            activate = False
+        _register_trained(settings, trained.folder, activate=activate)
     return EXIT_OK
 
 
@@ -778,12 +805,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, help="SGD step on the summed loss (paper preset: 0.002/96)")
     p.add_argument("--time-limit", type=float, help="stop training after this many seconds")
     p.add_argument("--seed", type=int)
+    p.add_argument(
+        "--attempts",
+        type=int,
+        help="train again (same data, fresh weights and draws) while the calibration "
+        "cross-check is below 90 %%, up to N runs in all; the best is kept",
+    )
     p.add_argument("--version")
     p.add_argument("--out", type=Path, help="parent folder of the model folder")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--no-register", dest="register", action="store_false")
-    p.add_argument("--activate", action="store_true")
+    p.add_argument(
+        "--activate",
+        action="store_true",
+        help="make it the active version (not if its calibration cross-check is below 90 %%)",
+    )
     p.set_defaults(func=cmd_train_ct_body_part)
 
     p = sub.add_parser(
