@@ -562,12 +562,8 @@ def cmd_train_ct_body_part(args: argparse.Namespace) -> int:
         )
     attempts = trained.card.training_data.get("attempts", [])
     if len(attempts) > 1:
-        figures = ", ".join(
-            "—"
-            if a["calibration_cross_check_pct"] is None
-            else f"{a['calibration_cross_check_pct']:.1f} %"
-            for a in attempts
-        )
+        # Only a run with a cross-check is followed by another, so each attempt has one.
+        figures = ", ".join(f"{a['calibration_cross_check_pct']:.1f} %" for a in attempts)
         out.print(
             f"kept attempt {trained.card.training_data['attempt']} of {len(attempts)} "
             f"(cross-checks {figures})"

@@ -268,6 +268,16 @@ def _registered(config: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, b
     }
 
 
+def _smoke_training(config: Path, *extra: str) -> list[str]:
+    """``dicom-node train ct_body_part`` on the smoke preset, 4 phantoms, 4 iterations."""
+    args = ["train", "ct_body_part", "--config", str(config), "--preset", "smoke"]
+    return [*args, "--synthetic", "4", "--iterations", "4", "--no-progress", *extra]
+
+
+def _logged(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if text in r.getMessage()]
+
+
 def test_cli_trains_registers_and_activates_only_a_model_that_passes_the_cross_check(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
@@ -275,8 +285,7 @@ def test_cli_trains_registers_and_activates_only_a_model_that_passes_the_cross_c
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     config = _node_config(tmp_path)
-    args = ["train", "ct_body_part", "--config", str(config), "--preset", "smoke"]
-    args += ["--synthetic", "4", "--iterations", "4", "--activate", "--no-progress"]
+    args = _smoke_training(config, "--activate")
     assert cli.main([*args, "--version", "cli-1"]) == 0
     folder = tmp_path / "var" / "models" / "ct_body_part" / "cli-1"
     model = load_model(folder)
@@ -287,9 +296,7 @@ def test_cli_trains_registers_and_activates_only_a_model_that_passes_the_cross_c
     cross_check = model.card.metrics["calibration_cross_check_pct"]
     assert cross_check < 90.0  # four iterations
     assert f"calibration cross-check: {cross_check:.1f} %" in printed
-    warned = [
-        r.getMessage() for r in caplog.records if "zones will be unreliable" in r.getMessage()
-    ]
+    warned = _logged(caplog, "zones will be unreliable")
     assert len(warned) == 1 and "--attempts" in warned[0]
     # Below the cross-check threshold --activate registers it but leaves it inactive, and
     # says how to activate it anyway.
@@ -309,9 +316,8 @@ def test_cli_retrains_while_the_cross_check_is_low_and_keeps_the_best_attempt(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     config = _node_config(tmp_path)
-    args = ["train", "ct_body_part", "--config", str(config), "--preset", "smoke"]
-    args += ["--synthetic", "4", "--iterations", "4", "--attempts", "3", "--version", "a-3"]
-    assert cli.main([*args, "--no-progress", "--no-register"]) == 0
+    args = _smoke_training(config, "--attempts", "3", "--no-register", "--version", "a-3")
+    assert cli.main(args) == 0
     card = json.loads((tmp_path / "var/models/ct_body_part/a-3/model.json").read_text())
     runs = card["training_data"]["attempts"]
     figures = [run["calibration_cross_check_pct"] for run in runs]
@@ -323,17 +329,14 @@ def test_cli_retrains_while_the_cross_check_is_low_and_keeps_the_best_attempt(
     assert card["metrics"]["calibration_cross_check_pct"] == pytest.approx(max(figures), abs=0.01)
     printed = " ".join(capsys.readouterr().out.split())
     assert f"kept attempt {kept} of 3" in printed
-    retried = [r for r in caplog.records if "training again on the same data" in r.getMessage()]
-    assert len(retried) == 2
-    warned = [
-        r.getMessage() for r in caplog.records if "zones will be unreliable" in r.getMessage()
-    ]
+    assert len(_logged(caplog, "training again on the same data")) == 2
+    warned = _logged(caplog, "zones will be unreliable")
     assert len(warned) == 1 and "none of 3 attempts" in warned[0]
     # A first attempt that reaches the threshold is the only one: no retry, no warning.
     monkeypatch.setattr(train_module, "CROSS_CHECK_WARNING_PCT", figures[0] - 1.0)
     caplog.clear()
     args[-1] = "a-1"
-    assert cli.main([*args, "--no-progress", "--no-register"]) == 0
+    assert cli.main(args) == 0
     card = json.loads((tmp_path / "var/models/ct_body_part/a-1/model.json").read_text())
     assert [run["attempt"] for run in card["training_data"]["attempts"]] == [1]
     assert card["training_data"]["attempts"][0]["calibration_cross_check_pct"] == figures[0]
