@@ -10,8 +10,8 @@ phantom), read the way the node reads it, in three forms:
 - ``single-frame`` (the baseline): one CT Image file per slice, as the other benchmarks;
 - ``multi-frame``: the same slices as one Legacy Converted Enhanced CT image
   (``write_multi_frame_ct``), uncompressed;
-- ``multi-frame RLE``: that image with RLE Lossless pixel data (decoded by pydicom,
-  frame by frame).
+- ``multi-frame RLE``: that image with RLE Lossless pixel data (decoded frame by frame
+  by pydicom's first RLE decoder: pylibjpeg-rle, installed with the project).
 
 Stages, seconds per series, each the median of ``--repeat`` runs (the forms take turns
 run by run, so all meet the same machine):

@@ -15,7 +15,8 @@ TORCH_VERSION="${TORCH_VERSION:-2.13.0}"
 PROJECT_EXTRAS="${PROJECT_EXTRAS:-ml,dev,vgg16}"
 
 # Debian packages of the real peers the integration tests talk to.
-PEER_PACKAGES=(dcmtk orthanc dicom3tools postgresql)
+# libgdcm-tools and openjph-tools: the JPEG 2000 and HTJ2K encoders of the compressed-source tests.
+PEER_PACKAGES=(dcmtk orthanc dicom3tools postgresql libgdcm-tools openjph-tools)
 
 say() { printf '==> %s\n' "$*" >&2; }
 warn() { printf 'warning: %s\n' "$*" >&2; }
@@ -76,11 +77,11 @@ stop_orthanc_service() {
     fi
 }
 
-# Install dcmtk, orthanc, dicom3tools and postgresql when missing and possible; otherwise
+# Install the PEER_PACKAGES when missing and possible; otherwise
 # say what to install (the tests that need them are skipped with the same hint).
 ensure_debian_peers() {
     if ! command -v dpkg-query >/dev/null 2>&1; then
-        warn "not a Debian system: install dcmtk, Orthanc, dicom3tools and PostgreSQL yourself;" \
+        warn "not a Debian system: install dcmtk, Orthanc, dicom3tools, PostgreSQL, GDCM and OpenJPH yourself;" \
             "tests that need them are skipped"
         return 0
     fi
