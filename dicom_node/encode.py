@@ -693,7 +693,9 @@ def _copy_laterality_and_body_part(target: Dataset, source: Dataset) -> None:
 
     Laterality is Type 2C (required for paired body parts): the source's R or L; empty
     when the part is paired or not named; left out for an unpaired part (a chest CT),
-    where dciodvfy counts an empty one as present without its condition."""
+    where dciodvfy counts an empty one as present without its condition. For a part not
+    named, dciodvfy calls a missing Laterality an error and an empty one a warning ("only
+    permitted to be empty when actually unknown"), which it is: the warning stays."""
     laterality = str(source.get("Laterality") or source.get("ImageLaterality") or "")
     part = str(source.get("BodyPartExamined") or "").strip().upper()
     if laterality in ("R", "L"):

@@ -343,6 +343,20 @@ def test_cli_retrains_while_the_cross_check_is_low_and_keeps_the_best_attempt(
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
 
 
+def test_cli_says_when_the_time_limit_ended_the_retries(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = _node_config(tmp_path)
+    args = _smoke_training(config, "--attempts", "3", "--time-limit", "0.001", "--no-register")
+    assert cli.main([*args, "--version", "late"]) == 0
+    card = json.loads((tmp_path / "var/models/ct_body_part/late/model.json").read_text())
+    (run,) = card["training_data"]["attempts"]  # the first attempt used up the time
+    assert card["training_data"]["iterations_run"] == 1 and run["calibration_cross_check_pct"] < 90
+    assert not _logged(caplog, "training again")
+    warned = _logged(caplog, "zones will be unreliable")
+    assert len(warned) == 1 and "the time limit allowed 1 of 3 attempts" in warned[0]
+
+
 def test_cli_explains_a_missing_vgg16_init(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

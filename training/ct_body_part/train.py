@@ -314,10 +314,13 @@ def train_ubr(config: TrainConfig) -> TrainedModel:
         deadline = (
             None if config.time_limit_s is None else time.perf_counter() + config.time_limit_s
         )
-        attempts: list[Attempt] = []
+        summaries: list[dict[str, Any]] = []
+        kept: Attempt | None = None  # only the best attempt's state is held (VGG16: ~60 MB)
         for number in range(1, config.attempts + 1):
             attempt = _train_attempt(config, data, number, progress, deadline)
-            attempts.append(attempt)
+            summaries.append(attempt.summary())
+            if kept is None or _attempt_rank(attempt) > _attempt_rank(kept):
+                kept = attempt
             if attempt.calibration_cross_check_pct is None or attempt.out_of_time:
                 break  # no figure to judge a retry by, or no time for one
             if attempt.calibration_cross_check_pct >= CROSS_CHECK_WARNING_PCT:
@@ -331,7 +334,7 @@ def train_ubr(config: TrainConfig) -> TrainedModel:
                     attempt.calibration_cross_check_pct,
                     CROSS_CHECK_WARNING_PCT,
                 )
-    kept = max(attempts, key=_attempt_rank)
+    assert kept is not None  # config.validate(): at least one attempt
     summary = {
         "source": config.source,
         "folder": str(config.data_dir) if config.data_dir is not None else None,
@@ -339,7 +342,7 @@ def train_ubr(config: TrainConfig) -> TrainedModel:
         "slices": sum(len(v) for v in data.train),
         "validation_volumes": len(data.validation),
         "attempt": kept.number,
-        "attempts": [attempt.summary() for attempt in attempts],
+        "attempts": summaries,
         "iterations_run": kept.iterations_run,
         "best_iteration": kept.best_iteration,
         "best_validation_loss": round(kept.best_loss, 6),
@@ -352,16 +355,16 @@ def train_ubr(config: TrainConfig) -> TrainedModel:
         "g": config.g,
         "m": config.m,
         "data_seconds": round(data_seconds, 1),
-        "train_seconds": round(sum(attempt.seconds for attempt in attempts), 1),
+        "train_seconds": round(sum(a["train_seconds"] for a in summaries), 1),
         "torch_threads": torch.get_num_threads(),
         "seed": config.seed,
     }
-    if len(attempts) > 1:
+    if len(summaries) > 1:
         logger.info(
             "kept attempt %d of %d (calibration cross-check %s)",
             kept.number,
-            len(attempts),
-            ", ".join(f"{a.calibration_cross_check_pct} %" for a in attempts),
+            len(summaries),
+            ", ".join(f"{a['calibration_cross_check_pct']} %" for a in summaries),
         )
     return _write_model_folder(out_dir, version, config, kept, summary, data)
 
@@ -678,12 +681,16 @@ def _write_model_folder(
         evaluation.zone_accuracy_pct,
     )
     if cross_check is not None and cross_check < CROSS_CHECK_WARNING_PCT:
-        advice = (
-            "train again for longer, on more series or with --attempts 3"
-            if config.attempts == 1
-            else f"none of {config.attempts} attempts reached it; train for longer or on more "
-            "series"
-        )
+        made = len(summary["attempts"])
+        if config.attempts == 1:
+            advice = "train again for longer, on more series or with --attempts 3"
+        elif made < config.attempts:  # the time limit ended the retries
+            advice = (
+                f"the time limit allowed {made} of {config.attempts} attempts; train with "
+                "more time, for longer or on more series"
+            )
+        else:
+            advice = f"none of {made} attempts reached it; train for longer or on more series"
         logger.warning(
             "model %s: its calibration volumes classify each other's slices only %.1f %% "
             "right (below %g %%): its scores do not mean the same anatomy in every volume, "
