@@ -150,6 +150,16 @@ def cmd_config_check(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             console.print(f"  - {escape(problem)}")
         return EXIT_FAILURE
+    from pipelines import PipelineRegistry
+
+    named = {name for route in settings.routes for name in route.pipelines}
+    registry = PipelineRegistry(settings.extra_pipelines, settings.pipeline_options)
+    problems = registry.problems(sorted(named | set(settings.pipeline_options)))
+    if problems:
+        console.print(f"[red]{escape(str(args.file))}: {len(problems)} problem(s)[/]")
+        for problem in problems:
+            console.print(f"  - {escape(problem)}")
+        return EXIT_FAILURE
     out.print(
         f"{args.file}: OK — AE {settings.ae_title} on port {settings.port}, "
         f"{len(settings.routes)} route(s), {len(settings.destinations)} destination(s)"

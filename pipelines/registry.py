@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pipelines.contract import Pipeline
@@ -47,6 +47,17 @@ class PipelineRegistry:
             if name not in self._loaded:
                 self._loaded[name] = self._load(name)
             return self._loaded[name]
+
+    def problems(self, names: Iterable[str]) -> list[str]:
+        """Why each of ``names`` cannot be loaded with its options (empty: all load), as
+        ``config check`` reports it; loading builds the pipeline, not its model."""
+        found: list[str] = []
+        for name in names:
+            try:
+                self.get(name)
+            except PipelineUnavailable as exc:
+                found.append(str(exc))
+        return found
 
     def _load(self, name: str) -> Pipeline:
         target = self._targets.get(name)

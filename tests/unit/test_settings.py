@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -350,6 +351,41 @@ def test_config_check_prints_problems_literally(
     err = capsys.readouterr().err
     assert "  - [/]: Extra inputs are not permitted" in err
     assert "  - [bold]x: Extra inputs are not permitted" in err
+
+
+@pytest.mark.usefixtures("wide_consoles")
+def test_config_check_builds_the_pipelines_the_routes_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = VALID.replace('pipelines = ["ct_body_part"]', 'pipelines = ["ct_body_part", "bone_age"]')
+    text += "\n[pipeline_options.ct_body_part]\nmax_scored_slice = 50\n"  # a typo
+    path = write_config(tmp_path, text)
+    assert cli.main(["config", "check", str(path)]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == f"{path}: 2 problem(s)"
+    assert "no pipeline named 'bone_age'" in lines[1]
+    assert "pipeline 'ct_body_part': options ['max_scored_slice'] are not accepted" in lines[2]
+
+
+@pytest.mark.usefixtures("wide_consoles")
+def test_the_example_config_with_its_pipeline_options_passes_config_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """deploy/dicom-node.example.toml, with every commented [pipeline_options.*] block
+    uncommented as documented."""
+    example = Path(__file__).resolve().parents[2] / "deploy" / "dicom-node.example.toml"
+    lines, in_block, blocks = [], False, 0
+    for line in example.read_text(encoding="utf-8").splitlines():
+        if line.startswith("# [pipeline_options."):
+            in_block, blocks = True, blocks + 1
+        elif not re.match(r"# \w+ = ", line):
+            in_block = False
+        lines.append(line[2:] if in_block else line)
+    assert blocks == 2  # hand_orientation and ct_body_part
+    path = write_config(tmp_path, "\n".join(lines) + "\n")
+    settings = load_settings(path)
+    assert settings.pipeline_options["ct_body_part"]["max_scored_slices"] == 0
+    assert cli.main(["config", "check", str(path)]) == 0, capsys.readouterr().err
 
 
 def test_config_check_without_a_file_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
