@@ -15,7 +15,8 @@ C.7.6.16). Single-frame files and multi-frame images may be mixed in one series.
 
 ``read_ct_geometry`` reads only the headers (pixel data stays on disk) and sets aside
 what is not an axial slice of the stack: localizers, other orientations, other frames of
-reference, files or frames without position. ``read_slices_hu`` then decodes slices to
+reference, files or frames without position, and all but one of slices at the same
+position (more time points or reconstructions in one series). ``read_slices_hu`` then decodes slices to
 Hounsfield units (``read_hu`` one single-frame file). Uncompressed pixel data goes
 straight from the file into an array, one frame at a time, from where the header read
 found it (``NativePixels``): the file is not parsed a second time, unless it was replaced
@@ -52,6 +53,8 @@ logger = logging.getLogger(__name__)
 AXIAL_MIN_COS = 0.8
 #: Image orientations that differ by less than this (direction cosines) are the same.
 ORIENTATION_TOLERANCE = 1e-3
+#: Slices closer than this along the normal are at the same position.
+SAME_POSITION_MM = 0.01
 
 
 @dataclass(frozen=True)
@@ -194,6 +197,13 @@ def read_ct_geometry(paths: list[Path] | tuple[Path, ...]) -> CtStack:
         )
     # Superior first: sort along the normal, the way patient z decreases.
     stack.sort(key=lambda s: s.position_mm, reverse=bool(normal[2] > 0))
+    stack, repeats = _one_per_position(stack)
+    if repeats:
+        skipped.append(
+            f"{repeats} slice(s) at the position of another slice (more time points, "
+            "reconstructions or a slice sent again): the first by Instance Number, file "
+            "and frame is kept at each position"
+        )
     positions = np.array([s.position_mm for s in stack])
     gaps = np.abs(np.diff(positions))
     spacing = float(np.median(gaps)) if gaps.size else 0.0
@@ -205,6 +215,28 @@ def read_ct_geometry(paths: list[Path] | tuple[Path, ...]) -> CtStack:
         spacing_mm=spacing,
         skipped=tuple(skipped),
     )
+
+
+def _one_per_position(ordered: list[CtSlice]) -> tuple[list[CtSlice], int]:
+    """``ordered`` (sorted along the normal) with one slice per position, and how many
+    were left out: of slices less than ``SAME_POSITION_MM`` apart, the first by Instance
+    Number, file and frame. A body part score depends on the anatomy at a position, not
+    on which acquisition showed it, so a series repeating positions scores as one pass."""
+    kept: list[CtSlice] = []
+    group: list[CtSlice] = []
+    for item in ordered:
+        if group and abs(item.position_mm - group[0].position_mm) >= SAME_POSITION_MM:
+            kept.append(min(group, key=_first_shown))
+            group = []
+        group.append(item)
+    if group:
+        kept.append(min(group, key=_first_shown))
+    return kept, len(ordered) - len(kept)
+
+
+def _first_shown(item: CtSlice) -> tuple[bool, int, int, int]:
+    number = item.instance_number
+    return (number is None, number or 0, item.file_index, item.frame or 0)
 
 
 #: A slice found in the headers, its orientation (rounded, as a key) and frame of reference.

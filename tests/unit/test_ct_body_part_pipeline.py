@@ -132,6 +132,29 @@ def test_localizers_and_strays_are_set_aside_and_non_axial_is_refused(tmp_path: 
         read_ct_geometry([junk])
 
 
+def test_repeated_positions_keep_one_slice_each(tmp_path: Path) -> None:
+    """A series holding a second time point (new UIDs, later Instance Numbers, the same
+    positions) and a slice sent again: one slice per position, the first time point's."""
+    written = _series(tmp_path / "s", 6, max_slices=12)
+    first = read_ct_geometry(list(written.files))
+    repeats = []
+    for index, path in enumerate(written.files):
+        ds = pydicom.dcmread(path)
+        ds.SOPInstanceUID = pydicom.uid.generate_uid()
+        ds.InstanceNumber = 1000 + index
+        repeats.append(tmp_path / f"later-{index}.dcm")
+        ds.save_as(repeats[-1])
+    again = tmp_path / "again.dcm"
+    ds = pydicom.dcmread(written.files[3])
+    ds.SOPInstanceUID = pydicom.uid.generate_uid()
+    ds.save_as(again)  # same Instance Number: the earlier file in the list is kept
+    stack = read_ct_geometry([*reversed(repeats), *written.files, again])
+    assert [s.path for s in stack.slices] == [s.path for s in first.slices]
+    assert stack.spacing_mm == pytest.approx(first.spacing_mm)
+    assert len(stack.skipped) == 1
+    assert stack.skipped[0].startswith(f"{len(written.files) + 1} slice(s) at the position")
+
+
 def test_hounsfield_units_are_read_as_written(tmp_path: Path) -> None:
     written = _series(tmp_path, 6, max_slices=5)
     phantom = make_phantom(6)
