@@ -789,9 +789,9 @@ def build_parser() -> argparse.ArgumentParser:
         "from the ImageNet weights (`dicom-node models vgg16-init` first), g=12, m=8, "
         "1,500 SGD iterations at the paper's lr 0.002 on the loss averaged over an "
         "iteration's 96 slices (--lr is a step on the summed loss: 0.002/96) — a GPU run; "
-        "--preset paper-cpu is that recipe at 64² on 288 synthetic phantoms (about an "
-        "hour on 2 cores); --preset demo is the AlexNet variant in minutes on a CPU, "
-        "--preset cpu the same trained for about half an hour on 2 cores.",
+        "--preset paper-cpu is that recipe at 64² on 288 synthetic phantoms (1 to 3 "
+        "hours on 2 cores); --preset demo is the AlexNet variant in minutes on a CPU, "
+        "--preset cpu the same trained for half an hour to an hour on 2 cores.",
     )
     p.add_argument("--preset", help="paper | paper-cpu | cpu | demo | smoke")
     p.add_argument("--data", type=Path, help="folder of CT series (any layout)")
