@@ -14,8 +14,8 @@ VENV="${VENV:-.venv}"
 TORCH_VERSION="${TORCH_VERSION:-2.13.0}"
 PROJECT_EXTRAS="${PROJECT_EXTRAS:-ml,dev,vgg16}"
 
-# Debian packages of the real peers the integration tests talk to.
-# libgdcm-tools and openjph-tools: the JPEG 2000 and HTJ2K encoders of the compressed-source tests.
+# Debian packages of the real peers the integration tests talk to (libgdcm-tools and
+# openjph-tools: the JPEG 2000 and HTJ2K encoders of the compressed-source tests).
 PEER_PACKAGES=(dcmtk orthanc dicom3tools postgresql libgdcm-tools openjph-tools)
 
 say() { printf '==> %s\n' "$*" >&2; }
@@ -77,11 +77,12 @@ stop_orthanc_service() {
     fi
 }
 
-# Install the PEER_PACKAGES when missing and possible; otherwise
-# say what to install (the tests that need them are skipped with the same hint).
+# Install the PEER_PACKAGES when missing and possible; otherwise say what to install (the
+# tests that need them are skipped with the same hint).
 ensure_debian_peers() {
     if ! command -v dpkg-query >/dev/null 2>&1; then
-        warn "not a Debian system: install dcmtk, Orthanc, dicom3tools, PostgreSQL, GDCM and OpenJPH yourself;" \
+        warn "not a Debian system: install dcmtk, Orthanc, dicom3tools, PostgreSQL, GDCM" \
+            "and OpenJPH yourself;" \
             "tests that need them are skipped"
         return 0
     fi

@@ -4,9 +4,9 @@
 #   ./scripts/test.sh                 # everything
 #   ./scripts/test.sh tests/unit -x   # extra arguments go to pytest
 #
-# 1. Debian peers (dcmtk, orthanc, dicom3tools, postgresql, libgdcm-tools, openjph-tools): installed with apt-get when
-#    missing and running as root; otherwise the script says what to install and the tests
-#    that need them are skipped.
+# 1. Debian peers (dcmtk, orthanc, dicom3tools, postgresql, libgdcm-tools, openjph-tools):
+#    installed with apt-get when missing and running as root; otherwise the script says
+#    what to install and the tests that need them are skipped.
 # 2. .venv (created if missing), torch 2.13.0 CPU build, then `pip install -e '.[ml,dev,vgg16]'`;
 #    each step is skipped when already satisfied (scripts/check_env.py checks the project).
 # 3. `.venv/bin/python -m pytest -q [ARGS]`; its exit status is this script's. Exit 5

@@ -16,8 +16,8 @@ C.7.6.16). Single-frame files and multi-frame images may be mixed in one series.
 ``read_ct_geometry`` reads only the headers (pixel data stays on disk) and sets aside
 what is not an axial slice of the stack: localizers, other orientations, other frames of
 reference, files or frames without position, and all but one of slices at the same
-position (more time points or reconstructions in one series). ``read_slices_hu`` then decodes slices to
-Hounsfield units (``read_hu`` one single-frame file). Uncompressed pixel data goes
+position (more time points or reconstructions in one series). ``read_slices_hu`` then
+decodes slices to Hounsfield units (``read_hu`` one single-frame file). Uncompressed pixel data goes
 straight from the file into an array, one frame at a time, from where the header read
 found it (``NativePixels``): the file is not parsed a second time, unless it was replaced
 in between.

@@ -61,8 +61,8 @@ def _htj2k_by_openjph(source: Path, target: Path) -> None:
     Signed CT pixels thus go in as their two's complement bits, a codestream that says
     "unsigned" under a Pixel Representation of 1: a layout real encoders write and the
     decoder must sign-correct. (Debian 12's OpenJPH 0.9 cannot stand in for an encoder
-    that writes a signed codestream: it codes negative samples in a way other decoders
-    read differently, OpenJPH issue #102.)"""
+    that writes a signed codestream: OpenJPEG reads its negative samples as other
+    values, apparently OpenJPH issue #102, an interoperability bug fixed after 0.9.)"""
     tool = require_tool("ojph_compress")
     dataset = pydicom.dcmread(source)
     stored = dataset.pixel_array
@@ -73,27 +73,17 @@ def _htj2k_by_openjph(source: Path, target: Path) -> None:
         raw = target.parent / f"{target.stem}-{index}.raw"
         codestream = raw.with_suffix(".j2c")
         frame.astype("<u2" if bits <= 16 else "<u4").tofile(raw)  # two's complement kept
-        _run(
-            [
-                tool,
-                "-i",
-                str(raw),
-                "-o",
-                str(codestream),
-                "-dims",
-                f"{{{frame.shape[1]},{frame.shape[0]}}}",
-                "-num_comps",
-                "1",
-                "-signed",
-                "false",
-                "-bit_depth",
-                str(bits),
-                "-downsamp",
-                "{1,1}",
-                "-reversible",
-                "true",
-            ]  # fmt: skip
-        )
+        options = {
+            "-i": raw,
+            "-o": codestream,
+            "-dims": f"{{{frame.shape[1]},{frame.shape[0]}}}",
+            "-num_comps": 1,
+            "-signed": "false",
+            "-bit_depth": bits,
+            "-downsamp": "{1,1}",
+            "-reversible": "true",
+        }
+        _run([tool, *(str(part) for pair in options.items() for part in pair)])
         codestreams.append(codestream.read_bytes())
         raw.unlink()
         codestream.unlink()
