@@ -16,6 +16,7 @@ uncompressed twins:
 from __future__ import annotations
 
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from pydicom.uid import (
 
 from pipelines.ct_body_part.volume import read_ct_geometry, read_slices_hu
 from pipelines.film_io import read_film
+from tests.integration.conftest import NODE_AET, RunningReceiver
 from tests.peers import require_tool
 from tests.support.datasets import synthetic_dx
 from training.synthetic.ct_phantoms import write_ct_study, write_multi_frame_ct
@@ -176,3 +178,30 @@ def test_a_compressed_film_reads_as_its_uncompressed_twin(tmp_path: Path, syntax
     expected, found = read_film(plain), read_film(compressed)
     np.testing.assert_array_equal(found.display, expected.display)
     assert len(np.unique(expected.display)) > 100
+
+
+@pytest.mark.parametrize("syntax", [JPEG2000Lossless, HTJ2KLossless], ids=lambda uid: uid.keyword)
+def test_the_node_receives_and_reads_a_compressed_series_as_sent(
+    tmp_path: Path, syntax: str, receiver: Callable[..., RunningReceiver]
+) -> None:
+    """``dicom-node send`` (the files' own syntax proposed) to a real receiver; the stored
+    files keep the syntax and read to the uncompressed series' Hounsfield units."""
+    written = write_ct_study(
+        tmp_path / "plain", 79, size=64, max_slices=6, region="chest_abdomen_pelvis"
+    )
+    compressed = [_compress(p, tmp_path / "sent" / p.name, syntax) for p in written.files]
+    node = receiver()
+    sent = subprocess.run(
+        [sys.executable, "-m", "dicom_node", "send", str(tmp_path / "sent")]
+        + ["--to", f"127.0.0.1:{node.port}", "--aec", NODE_AET, "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert sent.returncode == 0, sent.stderr
+    stored = node.stored_files()
+    assert len(stored) == len(compressed)
+    for path in stored:
+        assert pydicom.dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID == syntax
+    _assert_same_series(list(written.files), stored)
