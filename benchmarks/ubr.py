@@ -21,7 +21,8 @@ as a CT series. Stages, seconds per series:
 - ``plot``: the score plot (matplotlib) for the Secondary Capture;
 - ``other``: the rest of ``CtBodyPart.run`` (model cache look-up, anomaly checks, zones,
   the result's measurements), i.e. its wall time minus the four stages above;
-- ``headers``: ``read_source_headers`` of the series, as the worker does before encoding;
+- ``headers``: ``source_headers_for`` the result, as the worker does before encoding (the
+  headers the pipeline parsed; the files are not read again);
 - ``encode``: ``encode_result`` of the result: the SR and the SC of the plot.
 
 The first four come from the pipeline's own ``summary["seconds"]``; the others are timed
@@ -95,7 +96,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from benchmarks.orientation import cpu_counters, foreign_share, machine_state  # noqa: E402
-from dicom_node.encode import DeviceIdentity, encode_result, read_source_headers  # noqa: E402
+from dicom_node.encode import DeviceIdentity, encode_result, source_headers_for  # noqa: E402
 from pipelines.contract import PipelineResult, SeriesInput  # noqa: E402
 from pipelines.ct_body_part import CtBodyPart  # noqa: E402
 from pipelines.ct_body_part.model import DEFAULT_BATCH_SIZE, UbrModel, load_model  # noqa: E402
@@ -366,7 +367,7 @@ def one_run(row: Row) -> tuple[dict[str, float], PipelineResult]:
     started = time.perf_counter()
     result = row.pipeline.run(row.series)
     ran = time.perf_counter()
-    sources = read_source_headers(row.series.files)
+    sources = source_headers_for(result, row.series.files)
     read = time.perf_counter()
     outputs = encode_result(result, sources, device=DEVICE, uid_root=UID_ROOT)
     encoded = time.perf_counter()

@@ -184,6 +184,16 @@ def read_source_headers(paths: Iterable[str | os.PathLike[str]]) -> list[Dataset
     return [pydicom.dcmread(path, stop_before_pixels=True) for path in paths]
 
 
+def source_headers_for(
+    result: PipelineResult, paths: Sequence[str | os.PathLike[str]]
+) -> list[Dataset]:
+    """The headers of the series' files ``paths`` to encode ``result`` from: the ones the
+    pipeline parsed (``result.source_headers``) when it gave one per file, else read."""
+    if result.source_headers and len(result.source_headers) == len(paths):
+        return list(result.source_headers)
+    return read_source_headers(paths)
+
+
 def encode_result(
     result: PipelineResult,
     sources: Sequence[Dataset],

@@ -28,7 +28,7 @@ from dicom_node.encode import (
     EncodedOutput,
     EncodeError,
     encode_result,
-    read_source_headers,
+    source_headers_for,
     write_output,
 )
 from dicom_node.errors import Retry
@@ -238,7 +238,7 @@ class Worker:
         plan = self.outputs
         encoded = encode_result(
             result,
-            read_source_headers(series.files),
+            source_headers_for(result, series.files),
             device=plan.device,
             uid_root=plan.uid_root,
         )

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
+from pydicom.dataset import Dataset
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+$")
@@ -281,7 +282,9 @@ class PipelineResult:
     ``presentation_transforms`` go back to the PACS as DICOM. ``log_measurements`` are
     measurements kept in the results log only, not sent as DICOM (too many or too
     fine-grained for a report, e.g. one score per CT slice); the log stores them like
-    ``measurements``.
+    ``measurements``. ``source_headers``, when a pipeline parsed every file's header
+    anyway, are those headers (no pixel data) in ``SeriesInput.files`` order: the node
+    then encodes from them instead of parsing the files again. Empty: it reads them.
     """
 
     pipeline: str
@@ -293,6 +296,7 @@ class PipelineResult:
     weights_sha256: str | None = None
     presentation_transforms: tuple[PresentationTransform, ...] = ()
     log_measurements: tuple[Measurement, ...] = ()
+    source_headers: tuple[Dataset, ...] = ()
 
     def __post_init__(self) -> None:
         # Lists are accepted for convenience and frozen into tuples.
@@ -302,6 +306,7 @@ class PipelineResult:
             "derived_images",
             "presentation_transforms",
             "log_measurements",
+            "source_headers",
         ):
             value = getattr(self, name)
             if not isinstance(value, tuple):
@@ -310,6 +315,8 @@ class PipelineResult:
             raise TypeError("log_measurements must be Measurement values")
         if not all(isinstance(t, PresentationTransform) for t in self.presentation_transforms):
             raise TypeError("presentation_transforms must be PresentationTransform values")
+        if not all(isinstance(h, Dataset) for h in self.source_headers):
+            raise TypeError("source_headers must be pydicom Datasets")
         _ = self.model  # validates pipeline, version and checksum
 
     @property

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+from pydicom.dataset import Dataset
 
 from pipelines.contract import (
     Code,
@@ -70,6 +71,13 @@ class SeriesScores:
     scores: np.ndarray  # one per slice of the stack (interpolated where not scored)
     scored: np.ndarray  # indices (into the stack) of the slices the network scored
     seconds: dict[str, float]
+
+
+def _every_header(stack: CtStack) -> tuple[Dataset, ...]:
+    """The series' headers as the geometry read parsed them, for the node to encode from;
+    none when a file could not be read (the node then reads them itself)."""
+    headers = tuple(h for h in stack.headers if h is not None)
+    return headers if len(headers) == len(stack.headers) else ()
 
 
 def scored_indices(count: int, limit: int | None) -> np.ndarray:
@@ -188,6 +196,7 @@ class CtBodyPart:
             findings=tuple(self._findings(anomalies, zones)),
             derived_images=tuple(images),
             log_measurements=tuple(self._slice_scores(found)),
+            source_headers=_every_header(stack),
         )
 
     @staticmethod

@@ -97,6 +97,9 @@ class CtStack:
     normal: tuple[float, float, float]
     spacing_mm: float  # median distance between neighbouring slices
     skipped: tuple[str, ...] = ()
+    #: Every input file's header as read (no pixel data; None: unreadable), in the order
+    #: the files were given.
+    headers: tuple[Dataset | None, ...] = ()
 
     def __len__(self) -> int:
         return len(self.slices)
@@ -132,6 +135,7 @@ def read_ct_geometry(paths: list[Path] | tuple[Path, ...]) -> CtStack:
     """
     candidates: list[_Candidate] = []
     skipped: list[str] = []
+    headers: list[Dataset | None] = [None] * len(paths)
     for index, path in enumerate(paths):
         name = Path(path).name
         try:
@@ -142,6 +146,7 @@ def read_ct_geometry(paths: list[Path] | tuple[Path, ...]) -> CtStack:
         except Exception as exc:  # noqa: BLE001  # pydicom raises many types; set aside
             skipped.append(f"{name}: not a readable DICOM file ({type(exc).__name__})")
             continue
+        headers[index] = header
         if _is_localizer(header):
             skipped.append(f"{name}: a localizer")
             continue
@@ -214,6 +219,7 @@ def read_ct_geometry(paths: list[Path] | tuple[Path, ...]) -> CtStack:
         normal=(float(normal[0]), float(normal[1]), float(normal[2])),
         spacing_mm=spacing,
         skipped=tuple(skipped),
+        headers=tuple(headers),
     )
 
 

@@ -7,6 +7,7 @@ once per test process (1–2 minutes), the same training a site runs, only short
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -303,6 +304,22 @@ def test_scores_rise_from_head_to_feet_and_zones_are_reported(
     # The plot: an RGB picture with text burned in.
     (plot,) = result.derived_images
     assert plot.kind == "plot" and plot.pixels.ndim == 3 and plot.burned_in_text
+    # The headers the geometry read parsed go to the node, one per file in file order.
+    assert [h.SOPInstanceUID for h in result.source_headers] == [
+        pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in written.files
+    ]
+    assert not any("PixelData" in h for h in result.source_headers)
+
+
+def test_a_file_that_cannot_be_read_leaves_the_headers_to_the_node(
+    tmp_path: Path, model_dir: Path
+) -> None:
+    written = _series(tmp_path / "s", 77, max_slices=12)
+    junk = tmp_path / "junk.dcm"
+    junk.write_bytes(b"not dicom")
+    series = replace(_input(written, model_dir), files=(*written.files, junk))
+    result = CtBodyPart().run(series)
+    assert result.summary["slices"] == len(written.files) and result.source_headers == ()
 
 
 @pytest.mark.parametrize("order", ["reversed", "mixed"])

@@ -34,6 +34,7 @@ from dicom_node.encode import (
     encode_result,
     read_source_headers,
     series_description,
+    source_headers_for,
     write_output,
 )
 from dicom_node.errors import InvalidUID
@@ -424,6 +425,23 @@ def test_read_source_headers_skips_pixel_data(tmp_path: Path) -> None:
     synthetic_dx(1).save_as(path, enforce_file_format=True)
     (header,) = read_source_headers([path])
     assert "PixelData" not in header and header.PatientID == PATIENT_ID
+
+
+def test_the_headers_a_pipeline_parsed_are_used_instead_of_the_files(tmp_path: Path) -> None:
+    paths = [tmp_path / "dx1.dcm", tmp_path / "dx2.dcm"]
+    for index, path in enumerate(paths, start=1):
+        synthetic_dx(index).save_as(path, enforce_file_format=True)
+    parsed = tuple(read_source_headers(paths))
+    given = PipelineResult("p", "1", source_headers=parsed)
+    for path in paths:
+        path.unlink()  # the files are not read again
+    assert source_headers_for(given, paths) == list(parsed)
+    # One header per file or none: otherwise the files are read (here: gone, so it fails).
+    partial = PipelineResult("p", "1", source_headers=parsed[:1])
+    with pytest.raises(FileNotFoundError):
+        source_headers_for(partial, paths)
+    with pytest.raises(TypeError, match="source_headers"):
+        PipelineResult("p", "1", source_headers=(str(paths[0]),))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
