@@ -102,7 +102,9 @@ def test_kill9_mid_association_loses_no_acknowledged_instance(tmp_path: Path) ->
         assert not sender.is_alive()
         acknowledged = set(sender.succeeded)
         assert sender.stopped_by != "all sent", "the send finished before the kill: nothing tested"
-        assert KILL_AFTER <= len(acknowledged) < TOTAL
+        # The kill came once KILL_AFTER instances were indexed; the last of them may not
+        # have had its answer back yet (one store in flight on one association).
+        assert KILL_AFTER - 1 <= len(acknowledged) < TOTAL
 
         # Where the kill fell is a matter of timing; add the two leftovers a crash can
         # leave, so that recovery is always exercised: a half-written spool file, and a
