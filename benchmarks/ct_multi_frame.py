@@ -53,7 +53,7 @@ from rich.table import Table  # noqa: E402
 
 from benchmarks.orientation import cpu_counters, foreign_share, machine_state  # noqa: E402
 from benchmarks.ubr import write_series  # noqa: E402
-from dicom_node.encode import read_source_headers  # noqa: E402
+from dicom_node.output.encode import read_source_headers  # noqa: E402
 from pipelines.ct_body_part.preprocess import InputSpec, slices_to_inputs  # noqa: E402
 from pipelines.ct_body_part.volume import read_ct_geometry  # noqa: E402
 from training.synthetic.ct_phantoms import write_multi_frame_ct  # noqa: E402

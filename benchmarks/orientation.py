@@ -41,7 +41,7 @@ inductor cache unless ``--reuse-compile-cache``) and ``onnxruntime``
 compared on every film's input and on fixed random inputs: max |Δ| of the two outputs
 and of the angle, against eager torch.
 
-The process's malloc is set as a worker's is (``dicom_node.worker.keep_freed_memory``
+The process's malloc is set as a worker's is (``dicom_node.jobs.worker.keep_freed_memory``
 with ``--keep-freed-mb``, by default the node's ``worker_keep_freed_mb``; 0 measures
 glibc's defaults).
 
@@ -81,14 +81,14 @@ from rich import box  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from dicom_node.encode import (  # noqa: E402
+from dicom_node.jobs.worker import keep_freed_memory  # noqa: E402
+from dicom_node.output.encode import (  # noqa: E402
     DeviceIdentity,
     encode_result,
     read_source_headers,
     write_output,
 )
 from dicom_node.settings import NodeSettings  # noqa: E402
-from dicom_node.worker import keep_freed_memory  # noqa: E402
 from pipelines.contract import DerivedImage, Measurement, PipelineResult  # noqa: E402
 from pipelines.film_io import Film, read_film  # noqa: E402
 from pipelines.hand_orientation.angles import angular_error, output_to_degrees  # noqa: E402

@@ -96,7 +96,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from benchmarks.orientation import cpu_counters, foreign_share, machine_state  # noqa: E402
-from dicom_node.encode import DeviceIdentity, encode_result, source_headers_for  # noqa: E402
+from dicom_node.output.encode import DeviceIdentity, encode_result, source_headers_for  # noqa: E402
 from pipelines.contract import PipelineResult, SeriesInput  # noqa: E402
 from pipelines.ct_body_part import CtBodyPart  # noqa: E402
 from pipelines.ct_body_part.model import DEFAULT_BATCH_SIZE, UbrModel, load_model  # noqa: E402

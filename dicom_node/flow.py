@@ -23,16 +23,16 @@ from dicom_node import __version__
 from dicom_node.db import migrate
 from dicom_node.db.engine import make_engine
 from dicom_node.db.models import Instance
-from dicom_node.deliver import Deliverer
-from dicom_node.encode import DeviceIdentity
 from dicom_node.errors import InvalidUID, OutOfResources, UnreadableDataset, UnsafePath
-from dicom_node.index import index_instance, read_header
-from dicom_node.queue import JobQueue
-from dicom_node.receive import Receiver
+from dicom_node.ingest.index import index_instance, read_header
+from dicom_node.ingest.receive import Receiver
+from dicom_node.ingest.stable import promote_stable_studies
+from dicom_node.jobs.queue import JobQueue
+from dicom_node.jobs.worker import OutputPlan, Worker
+from dicom_node.output.deliver import Deliverer
+from dicom_node.output.encode import DeviceIdentity
 from dicom_node.settings import NodeSettings
-from dicom_node.stable import promote_stable_studies
 from dicom_node.store import DurableStore
-from dicom_node.worker import OutputPlan, Worker
 from pipelines import PipelineRegistry
 
 logger = logging.getLogger(__name__)

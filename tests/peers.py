@@ -45,7 +45,7 @@ from typing import Any, Self
 
 import pytest
 
-from dicom_node.netutil import free_port as netutil_free_port
+from dicom_node.net.netutil import free_port as netutil_free_port
 
 __all__ = [
     "DEBIAN_PACKAGES",

@@ -3,7 +3,7 @@
 ``node_settings(tmp_path, **overrides)`` builds a ``NodeSettings`` that keeps everything
 inside ``tmp_path`` (storage, SQLite database, models) and listens on 127.0.0.1, port 0.
 
-``receiver(**overrides)`` starts ``dicom_node.receive.Receiver`` in this process on a
+``receiver(**overrides)`` starts ``dicom_node.ingest.receive.Receiver`` in this process on a
 free port with a migrated SQLite database and stops it in teardown; the handle it
 returns has ``.port``, ``.engine``, ``.store``, ``.settings`` and a few helpers that
 look at what the node stored. Pass ``settings=`` or ``engine=`` to use your own.
@@ -36,7 +36,7 @@ from sqlalchemy import Engine, select
 from dicom_node.db import migrate
 from dicom_node.db.engine import make_engine
 from dicom_node.db.models import Instance
-from dicom_node.receive import Receiver
+from dicom_node.ingest.receive import Receiver
 from dicom_node.settings import NodeSettings
 from dicom_node.store import DurableStore
 from tests.support.datasets import new_instance, set_monochrome_pixels

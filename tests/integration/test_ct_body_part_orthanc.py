@@ -21,7 +21,7 @@ import pydicom
 import pytest
 
 from dicom_node.db import migrate
-from dicom_node.model_registry import import_model
+from dicom_node.jobs.model_registry import import_model
 from tests.integration.node_process import NodeProcess
 from tests.integration.test_orthanc_results import (
     orthanc_study_objects,

@@ -12,12 +12,12 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql
 
+from dicom_node.clock import utcnow
 from dicom_node.db.models import Delivery, DeliveryState, Output
-from dicom_node.deliver import Deliverer, due_deliveries_query, replay_dead
 from dicom_node.flow import NodeParts
-from dicom_node.queue import utcnow
+from dicom_node.ingest.stable import promote_stable_studies
+from dicom_node.output.deliver import Deliverer, due_deliveries_query, replay_dead
 from dicom_node.settings import NodeSettings
-from dicom_node.stable import promote_stable_studies
 from tests.integration.conftest import RunningReceiver, build_node_settings
 from tests.peers import dciodvfy, find_tool, free_port
 

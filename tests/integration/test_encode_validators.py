@@ -26,7 +26,7 @@ import pytest
 from pydicom import Dataset
 from pydicom.data import get_testdata_file
 
-from dicom_node.encode import DeviceIdentity, encode_result, write_output
+from dicom_node.output.encode import DeviceIdentity, encode_result, write_output
 from pipelines import PipelineResult, PresentationTransform
 from tests.peers import dciodvfy, find_tool, require_tool
 from tests.support.datasets import SOURCE_SETS, synthetic_dx

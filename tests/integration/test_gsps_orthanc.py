@@ -12,8 +12,8 @@ import pytest
 from pydicom import dcmread
 from pydicom.uid import GrayscaleSoftcopyPresentationStateStorage
 
-from dicom_node.encode import DeviceIdentity, encode_result, write_output
-from dicom_node.scu import SendReport, inspect_files, send_files
+from dicom_node.net.scu import SendReport, inspect_files, send_files
+from dicom_node.output.encode import DeviceIdentity, encode_result, write_output
 from pipelines import PipelineResult, PresentationTransform
 from tests.peers import OrthancProcess, require_tool
 from tests.support.datasets import synthetic_dx

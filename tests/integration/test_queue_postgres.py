@@ -22,7 +22,7 @@ from sqlalchemy import Engine, event, insert, select
 from dicom_node.db import migrate
 from dicom_node.db.engine import make_engine
 from dicom_node.db.models import Job, JobState, Series, Study, StudyState
-from dicom_node.queue import JobKey, JobQueue
+from dicom_node.jobs.queue import JobKey, JobQueue
 from dicom_node.settings import QueueSettings
 from tests.integration.node_process import REPO_ROOT
 from tests.peers import PostgresProcess, wait_until
@@ -40,7 +40,7 @@ from sqlalchemy import func, select
 
 from dicom_node.db.engine import make_engine
 from dicom_node.db.models import Job, JobState
-from dicom_node.queue import JobQueue
+from dicom_node.jobs.queue import JobQueue
 from dicom_node.settings import QueueSettings
 
 url, out, ready, go, owner = sys.argv[1:6]

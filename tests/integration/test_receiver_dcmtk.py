@@ -18,7 +18,7 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian as DEFLATED
 from pydicom.uid import generate_uid
 from pynetdicom.dsutils import split_dataset
 
-from dicom_node.scu import SendReport, inspect_files, send_files
+from dicom_node.net.scu import SendReport, inspect_files, send_files
 from tests.peers import StorescpProcess, echoscu, storescu
 
 pytestmark = pytest.mark.timeout(60)

@@ -13,10 +13,11 @@ from pydicom import dcmread
 from pynetdicom.dsutils import split_dataset
 from sqlalchemy import func, select
 
+from dicom_node.clock import utcnow
 from dicom_node.db.models import Job, Study, StudyState
-from dicom_node.queue import JobQueue, utcnow
-from dicom_node.receive import StoreStatus
-from dicom_node.stable import promote_stable_studies
+from dicom_node.ingest.receive import StoreStatus
+from dicom_node.ingest.stable import promote_stable_studies
+from dicom_node.jobs.queue import JobQueue
 
 pytestmark = pytest.mark.timeout(60)
 

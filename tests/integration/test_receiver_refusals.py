@@ -22,7 +22,7 @@ from pydicom.uid import (
 )
 from pynetdicom.dsutils import split_dataset
 
-from dicom_node.receive import StoreStatus
+from dicom_node.ingest.receive import StoreStatus
 
 pytestmark = [
     pytest.mark.timeout(60),

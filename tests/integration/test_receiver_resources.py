@@ -17,7 +17,7 @@ from pydicom import dcmread
 from sqlalchemy.engine import make_url
 
 from dicom_node.db.engine import make_engine
-from dicom_node.receive import StoreStatus
+from dicom_node.ingest.receive import StoreStatus
 
 pytestmark = pytest.mark.timeout(60)
 

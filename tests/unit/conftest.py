@@ -23,7 +23,7 @@ from sqlalchemy import Engine, select, update
 from dicom_node.db import migrate
 from dicom_node.db.engine import make_engine
 from dicom_node.db.models import Job
-from dicom_node.index import IndexOutcome, InstanceHeader, index_instance, read_header
+from dicom_node.ingest.index import IndexOutcome, InstanceHeader, index_instance, read_header
 from dicom_node.store import DurableStore, StoredFile
 from tests.support.datasets import new_instance, set_monochrome_pixels
 

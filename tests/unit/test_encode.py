@@ -26,8 +26,9 @@ from pydicom.uid import (
     SecondaryCaptureImageStorage,
 )
 
-from dicom_node import codes, encode
-from dicom_node.encode import (
+from dicom_node.errors import InvalidUID
+from dicom_node.output import codes, encode
+from dicom_node.output.encode import (
     DeviceIdentity,
     EncodedOutput,
     EncodeError,
@@ -37,8 +38,7 @@ from dicom_node.encode import (
     source_headers_for,
     write_output,
 )
-from dicom_node.errors import InvalidUID
-from dicom_node.output_uids import check_uid_root, derive_uid
+from dicom_node.output.uids import check_uid_root, derive_uid
 from dicom_node.uids import validate_uid
 from pipelines import (
     Code,

@@ -20,8 +20,8 @@ from pydicom import Dataset
 from pydicom.sr.codedict import codes as sr_codes
 from pydicom.uid import CTImageStorage
 
-from dicom_node import codes, encode
-from dicom_node.encode import DeviceIdentity, encode_result, write_output
+from dicom_node.output import codes, encode
+from dicom_node.output.encode import DeviceIdentity, encode_result, write_output
 from pipelines import Code, Finding, Measurement, PipelineResult
 from tests.peers import dciodvfy
 from tests.support.datasets import PATIENT_ID, PATIENT_NAME, new_instance

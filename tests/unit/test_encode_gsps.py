@@ -22,7 +22,7 @@ from pydicom.uid import (
     GrayscaleSoftcopyPresentationStateStorage,
 )
 
-from dicom_node.encode import (
+from dicom_node.output.encode import (
     GSPS_CONTENT_LABEL,
     EncodedOutput,
     EncodeError,

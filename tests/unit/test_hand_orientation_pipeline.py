@@ -15,12 +15,12 @@ import pytest
 from sqlalchemy import Engine, select
 
 from dicom_node.db.models import Job, JobState, Output, Result, Series
-from dicom_node.encode import DeviceIdentity
-from dicom_node.model_registry import NO_MODEL, activate_model, import_model
-from dicom_node.queue import JobKey, JobQueue
+from dicom_node.jobs.model_registry import NO_MODEL, activate_model, import_model
+from dicom_node.jobs.queue import JobKey, JobQueue
+from dicom_node.jobs.worker import OutputPlan, Worker
+from dicom_node.output.encode import DeviceIdentity
 from dicom_node.settings import QueueSettings
 from dicom_node.store import DurableStore
-from dicom_node.worker import OutputPlan, Worker
 from pipelines import PipelineRegistry, SeriesInput
 from pipelines.errors import ModelMissing, PipelineInputError
 from pipelines.film_io import read_film

@@ -15,7 +15,7 @@ from sqlalchemy import Engine, func, select, update
 from dicom_node.db.engine import make_engine, write_transaction
 from dicom_node.db.models import Instance, Series, Study, StudyState
 from dicom_node.errors import InvalidUID, OutOfResources, UnreadableDataset
-from dicom_node.index import count_instances, index_instance, lookup_instance, read_header
+from dicom_node.ingest.index import count_instances, index_instance, lookup_instance, read_header
 from dicom_node.store import DurableStore
 
 from .conftest import (

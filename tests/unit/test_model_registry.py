@@ -1,4 +1,4 @@
-"""The model store's database side (``dicom_node.model_registry``) on a real SQLite file."""
+"""The model store's database side (``dicom_node.jobs.model_registry``) on a real SQLite file."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import Engine, delete, select, update
 
 from dicom_node.db.models import ModelVersion
-from dicom_node.model_registry import (
+from dicom_node.jobs.model_registry import (
     MODEL_FIELDS,
     NO_MODEL,
     ModelRegistryError,

@@ -15,7 +15,7 @@ from sqlalchemy import Engine, func, select
 from dicom_node.db.engine import make_engine
 from dicom_node.db.models import Job, JobState, Series
 from dicom_node.errors import NodeError
-from dicom_node.queue import ClaimedJob, JobKey, JobNotFound, JobQueue, LeaseLost
+from dicom_node.jobs.queue import ClaimedJob, JobKey, JobNotFound, JobQueue, LeaseLost
 from dicom_node.settings import QueueSettings
 
 from .conftest import UIDs, add_instance, job_row, make_due, sqlite_url, wait_for

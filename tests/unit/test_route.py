@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydicom.uid import CTImageStorage, DigitalXRayImageStorageForPresentation, MRImageStorage
 
-from dicom_node.route import RouteMatch, SeriesHeader, route_series, rule_matches
+from dicom_node.ingest.route import RouteMatch, SeriesHeader, route_series, rule_matches
 from dicom_node.settings import RouteRule
 
 

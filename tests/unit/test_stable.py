@@ -8,10 +8,10 @@ import pytest
 from sqlalchemy import Engine, insert, select
 
 from dicom_node.db.models import Job, JobState, ModelVersion, Series, Study, StudyState
-from dicom_node.model_registry import NO_MODEL
-from dicom_node.queue import JobQueue
+from dicom_node.ingest.stable import promote_stable_studies
+from dicom_node.jobs.model_registry import NO_MODEL
+from dicom_node.jobs.queue import JobQueue
 from dicom_node.settings import QueueSettings, RouteRule
-from dicom_node.stable import promote_stable_studies
 
 from .conftest import T0, UIDs, add_instance
 

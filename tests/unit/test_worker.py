@@ -12,11 +12,11 @@ import pytest
 from sqlalchemy import Engine, func, select, update
 
 from dicom_node.db.models import Instance, Job, JobState, Measurement, Output, Result, Series
-from dicom_node.encode import DeviceIdentity
-from dicom_node.queue import JobKey, JobQueue
+from dicom_node.jobs.queue import JobKey, JobQueue
+from dicom_node.jobs.worker import OutputPlan, Worker
+from dicom_node.output.encode import DeviceIdentity
 from dicom_node.settings import QueueSettings
 from dicom_node.store import DurableStore
-from dicom_node.worker import OutputPlan, Worker
 from pipelines import (
     Code,
     Finding,
@@ -417,7 +417,7 @@ def test_registry_rejects_bad_targets(target: str, message: str) -> None:
 
 
 def test_results_listing_summarises_per_slice_values() -> None:
-    from dicom_node.results_log import _measurement_texts
+    from dicom_node.jobs.results_log import _measurement_texts
 
     named = {
         ("Lowest score", "{score}"): [-3.5],

@@ -10,8 +10,8 @@ import textwrap
 
 import pytest
 
+from dicom_node.jobs.worker import keep_freed_memory
 from dicom_node.settings import NodeSettings
-from dicom_node.worker import keep_freed_memory
 
 # Allocates and frees a 48 MB array five times and prints the minor page faults of the
 # last four rounds: with glibc's defaults each round maps the block afresh and faults it
@@ -20,7 +20,7 @@ _FAULTS = textwrap.dedent(
     """
     import resource, sys
     import numpy as np
-    from dicom_node.worker import keep_freed_memory
+    from dicom_node.jobs.worker import keep_freed_memory
     applied = keep_freed_memory(int(sys.argv[1]))
     def faults():
         return resource.getrusage(resource.RUSAGE_SELF).ru_minflt

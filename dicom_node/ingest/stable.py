@@ -8,12 +8,13 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Engine, select, update
 
+from dicom_node.clock import utcnow
 from dicom_node.db.engine import write_transaction
 from dicom_node.db.models import Series, Study, StudyState
-from dicom_node.index import count_instances
-from dicom_node.model_registry import active_model_version
-from dicom_node.queue import JobKey, JobQueue, utcnow
-from dicom_node.route import SeriesHeader, route_series
+from dicom_node.ingest.index import count_instances
+from dicom_node.ingest.route import SeriesHeader, route_series
+from dicom_node.jobs.model_registry import active_model_version
+from dicom_node.jobs.queue import JobKey, JobQueue
 from dicom_node.settings import RouteRule
 
 logger = logging.getLogger(__name__)

@@ -30,8 +30,8 @@ from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy import Engine
 
 from dicom_node.errors import InvalidUID, OutOfResources, UnreadableDataset, UnsafePath
-from dicom_node.index import index_instance, lookup_instance, read_header
-from dicom_node.netutil import set_tcp_nodelay
+from dicom_node.ingest.index import index_instance, lookup_instance, read_header
+from dicom_node.net.netutil import set_tcp_nodelay
 from dicom_node.settings import AllowedCaller, NodeSettings, TLSSettings
 from dicom_node.store import DurableStore, Placement
 

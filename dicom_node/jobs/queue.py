@@ -11,20 +11,17 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Engine, and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 
+from dicom_node.clock import utcnow
 from dicom_node.db.engine import write_transaction
 from dicom_node.db.models import Job, JobState
 from dicom_node.errors import NodeError
 from dicom_node.settings import QueueSettings
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class LeaseLost(NodeError):

@@ -18,11 +18,11 @@ from pathlib import Path
 from sqlalchemy import Connection, Engine, Select, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from dicom_node.clock import utcnow
 from dicom_node.db.engine import write_transaction
 from dicom_node.db.models import Delivery, DeliveryState, Output
 from dicom_node.errors import NodeError
-from dicom_node.queue import utcnow
-from dicom_node.scu import AssociationFailed, SendReport, inspect_files, send_files
+from dicom_node.net.scu import AssociationFailed, SendReport, inspect_files, send_files
 from dicom_node.settings import DeliverySettings, Destination
 
 logger = logging.getLogger(__name__)

@@ -46,8 +46,8 @@ from dicom_node.db import migrate
 from dicom_node.db.engine import make_engine, write_transaction
 from dicom_node.db.models import Delivery, DeliveryState, Job, JobState, Output, Result, Study
 from dicom_node.errors import NodeError
-from dicom_node.model_registry import NO_MODEL, active_model_version, import_model
-from dicom_node.netutil import free_port
+from dicom_node.jobs.model_registry import NO_MODEL, active_model_version, import_model
+from dicom_node.net.netutil import free_port
 from dicom_node.settings import NodeSettings
 
 logger = logging.getLogger(__name__)
@@ -638,7 +638,7 @@ def _forget_earlier_runs(engine: Engine, workdir: Path, settings: NodeSettings) 
 def _results_receiver(workdir: Path, port: int) -> Any:
     """A second dicom-node receiver standing in for the PACS (no routes, its own store)."""
     from dicom_node.flow import NodeParts
-    from dicom_node.receive import Receiver
+    from dicom_node.ingest.receive import Receiver
 
     pacs_dir = workdir / "pacs"
     settings = NodeSettings.model_validate(
@@ -664,7 +664,7 @@ def _send(
     console: Console,
 ) -> None:
     """Send each study (its files) to the node: from Orthanc, or with the node's SCU."""
-    from dicom_node.scu import SendReport, inspect_files, send_files
+    from dicom_node.net.scu import SendReport, inspect_files, send_files
 
     if orthanc is not None:
         with console.status("uploading the studies to Orthanc and sending them to the node"):

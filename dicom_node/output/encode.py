@@ -24,7 +24,7 @@ into:
 SR, SC images and presentation states go to three new series (SR, OT and PR). Patient
 and study attributes are copied from the sources. All UIDs are derived from (source
 series, pipeline, model version, output kind, index) under the site's UID root
-(``dicom_node.output_uids``), so running the same model again gives the same objects and
+(``dicom_node.output.uids``), so running the same model again gives the same objects and
 a new model version new ones.
 
 ``write_output`` writes an encoded object as a Part 10 file, durably.
@@ -54,9 +54,9 @@ from pydicom.tag import Tag
 from pydicom.uid import ExplicitVRLittleEndian
 from pydicom.valuerep import DA, DS, TM
 
-from dicom_node import codes
 from dicom_node.errors import NodeError
-from dicom_node.output_uids import (
+from dicom_node.output import codes
+from dicom_node.output.uids import (
     check_uid_root,
     derive_uid,
     output_instance_uid,

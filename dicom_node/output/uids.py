@@ -20,32 +20,16 @@ Two kinds of root are supported:
 from __future__ import annotations
 
 import json
-import re
 import uuid
 
 from pydicom.uid import generate_uid
 
-from dicom_node.errors import InvalidUID
+from dicom_node.uids import check_uid_root
 
 UUID_ROOT = "2.25"
-MAX_ROOT_LENGTH = 44
 # Changing this string changes every derived UID: only with a reason and a note.
 _SCHEME = "dicom-node/output-uid/1"
 _NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:dicom-node:output-uid")
-_ROOT = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
-
-
-def check_uid_root(uid_root: str) -> str:
-    """``uid_root`` without a trailing dot if it can be used, else raise ``InvalidUID``."""
-    root = uid_root.strip().rstrip(".")
-    if not root or not _ROOT.fullmatch(root):
-        raise InvalidUID(f"UID root {uid_root!r} is not dot-separated numbers")
-    if len(root) > MAX_ROOT_LENGTH:
-        raise InvalidUID(
-            f"UID root {uid_root!r} is longer than {MAX_ROOT_LENGTH} characters: too few "
-            "digits would be left to tell outputs apart"
-        )
-    return root
 
 
 def derive_uid(uid_root: str, *parts: str) -> str:

@@ -29,6 +29,7 @@ from rich.progress import (
 from rich.table import Table
 
 from dicom_node import __version__
+from dicom_node.cli import demo
 from dicom_node.errors import NodeError
 from dicom_node.settings import NodeSettings, SettingsError, load_settings
 
@@ -74,7 +75,7 @@ def _stop_when_orphaned(parent_pid: int, stop: threading.Event) -> None:
 
 def _run_worker(settings: NodeSettings, once: bool = False, parent_pid: int | None = None) -> int:
     from dicom_node.flow import NodeParts
-    from dicom_node.worker import keep_freed_memory
+    from dicom_node.jobs.worker import keep_freed_memory
 
     keep_freed_memory(settings.worker_keep_freed_mb)
     parts = NodeParts.open(settings)
@@ -221,7 +222,7 @@ def _engine(args: argparse.Namespace) -> Any:
 
 
 def cmd_studies(args: argparse.Namespace) -> int:
-    from dicom_node.results_log import STUDY_FIELDS, list_studies
+    from dicom_node.jobs.results_log import STUDY_FIELDS, list_studies
 
     rows = list_studies(_engine(args), state=args.state)
     _render(
@@ -235,7 +236,7 @@ def cmd_studies(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    from dicom_node.results_log import JOB_FIELDS, list_jobs
+    from dicom_node.jobs.results_log import JOB_FIELDS, list_jobs
 
     rows = list_jobs(_engine(args), state=args.state)
     _render(
@@ -258,7 +259,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs_retry(args: argparse.Namespace) -> int:
-    from dicom_node.queue import JobQueue
+    from dicom_node.jobs.queue import JobQueue
 
     settings = _settings(args)
     JobQueue(_engine(args), settings.queue).retry(args.id)
@@ -267,7 +268,7 @@ def cmd_jobs_retry(args: argparse.Namespace) -> int:
 
 
 def cmd_deliveries(args: argparse.Namespace) -> int:
-    from dicom_node.results_log import DELIVERY_FIELDS, list_deliveries
+    from dicom_node.jobs.results_log import DELIVERY_FIELDS, list_deliveries
 
     rows = list_deliveries(_engine(args), state=args.state)
     _render(
@@ -281,7 +282,7 @@ def cmd_deliveries(args: argparse.Namespace) -> int:
 
 
 def cmd_deliveries_retry(args: argparse.Namespace) -> int:
-    from dicom_node.deliver import replay_dead
+    from dicom_node.output.deliver import replay_dead
 
     if bool(args.ids) == bool(args.all_dead):
         raise NodeError("give delivery IDs or --all-dead (one of the two)")
@@ -303,7 +304,7 @@ def _parse_since(text: str) -> datetime:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    from dicom_node.results_log import RESULT_FIELDS, list_results
+    from dicom_node.jobs.results_log import RESULT_FIELDS, list_results
 
     rows = list_results(_engine(args), study=args.study, pipeline=args.pipeline, since=args.since)
     _render(
@@ -320,8 +321,8 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 
 def cmd_echo(args: argparse.Namespace) -> int:
-    from dicom_node.netutil import parse_host_port
-    from dicom_node.scu import echo
+    from dicom_node.net.netutil import parse_host_port
+    from dicom_node.net.scu import echo
 
     host, port = parse_host_port(args.target)
     status = echo(host, port, calling_aet=args.aet, called_aet=args.aec)
@@ -333,8 +334,8 @@ def cmd_echo(args: argparse.Namespace) -> int:
 
 
 def cmd_send(args: argparse.Namespace) -> int:
-    from dicom_node.netutil import parse_host_port
-    from dicom_node.scu import SendReport, inspect_files, send_files
+    from dicom_node.net.netutil import parse_host_port
+    from dicom_node.net.scu import SendReport, inspect_files, send_files
 
     host, port = parse_host_port(args.to)
     report = SendReport()
@@ -380,7 +381,7 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
-    from dicom_node.model_registry import MODEL_FIELDS, list_models
+    from dicom_node.jobs.model_registry import MODEL_FIELDS, list_models
 
     rows = list_models(_engine(args), args.pipeline)
     for row in rows:
@@ -407,7 +408,7 @@ def _migrated_engine(settings: NodeSettings) -> Any:
 
 
 def cmd_models_import(args: argparse.Namespace) -> int:
-    from dicom_node.model_registry import import_model
+    from dicom_node.jobs.model_registry import import_model
 
     settings = _settings(args)
     engine = _migrated_engine(settings)
@@ -418,7 +419,7 @@ def cmd_models_import(args: argparse.Namespace) -> int:
 
 
 def cmd_models_activate(args: argparse.Namespace) -> int:
-    from dicom_node.model_registry import activate_model
+    from dicom_node.jobs.model_registry import activate_model
 
     activate_model(_engine(args), args.pipeline, args.version)
     out.print(f"{args.pipeline} {args.version} is active; new jobs use it")
@@ -454,7 +455,7 @@ def cmd_models_vgg16_init(args: argparse.Namespace) -> int:
 
 def _register_trained(settings: NodeSettings, folder: Path, *, activate: bool) -> None:
     """Import a freshly trained model folder into the store (and make it active)."""
-    from dicom_node.model_registry import import_model
+    from dicom_node.jobs.model_registry import import_model
 
     card = import_model(_migrated_engine(settings), folder, settings.model_dir, activate=activate)
     state = "and active" if activate else "(activate: `dicom-node models activate`)"
@@ -589,39 +590,6 @@ def cmd_train_ct_body_part(args: argparse.Namespace) -> int:
             )
             activate = False
         _register_trained(settings, trained.folder, activate=activate)
-    return EXIT_OK
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from dicom_node.demo import DemoOptions, run_demo
-    from dicom_node.flow import spawn_context
-
-    if args.log_level == "INFO":  # the demo speaks through its own progress and tables
-        logging.getLogger().setLevel(logging.WARNING)
-    context = spawn_context()
-
-    def spawn(settings: NodeSettings) -> Any:
-        return context.Process(
-            target=worker_process_main,
-            args=(settings, "WARNING", os.getpid()),
-            name="worker",
-            daemon=False,
-        )
-
-    options = DemoOptions(
-        workdir=args.workdir,
-        studies=args.studies,
-        seed=args.seed,
-        film_scale=args.film_scale,
-        use_orthanc=args.orthanc,
-        training_preset=args.preset,
-        ct_slices=args.ct_slices,
-        ct_size=args.ct_size,
-        ct_training_preset=args.ct_preset,
-        keep_running=args.keep_running,
-        timeout_seconds=args.timeout,
-    )
-    run_demo(options, console, spawn)
     return EXIT_OK
 
 
@@ -829,37 +797,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_train_ct_body_part)
 
-    p = sub.add_parser(
-        "demo",
-        parents=[common],
-        help="synthetic hand studies and a CT through a local Orthanc and the node, end to end",
-    )
-    p.add_argument("--workdir", type=Path, default=Path("var/demo"))
-    p.add_argument("--studies", type=int, default=4)
-    p.add_argument("--seed", type=int, default=2026)
-    p.add_argument("--film-scale", type=float, default=1.0, help="1.0: the paper's detector sizes")
-    p.add_argument(
-        "--orthanc",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="use a local Orthanc as the PACS (default: when installed)",
-    )
-    p.add_argument(
-        "--preset", default="demo", help="hand_orientation training preset when no model is active"
-    )
-    p.add_argument(
-        "--ct-slices",
-        type=int,
-        default=120,
-        help="slices of the synthetic chest-abdomen-pelvis CT series (0: no CT part)",
-    )
-    p.add_argument("--ct-size", type=int, default=512, help="rows and columns of the CT slices")
-    p.add_argument(
-        "--ct-preset", default="demo", help="ct_body_part training preset when no model is active"
-    )
-    p.add_argument("--keep-running", action="store_true")
-    p.add_argument("--timeout", type=float, default=900.0)
-    p.set_defaults(func=cmd_demo)
+    demo.register(sub, common)
 
     p = sub.add_parser("echo", parents=[common], help="C-ECHO a DICOM peer")
     p.add_argument("target", metavar="HOST:PORT")

@@ -20,10 +20,14 @@ from pathlib import Path
 from sqlalchemy import Connection, Engine, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 
+from dicom_node.clock import utcnow
 from dicom_node.db.engine import write_transaction
 from dicom_node.db.models import Instance, Measurement, Output, Result, Series, Study
-from dicom_node.deliver import schedule_delivery_in
-from dicom_node.encode import (
+from dicom_node.errors import Retry
+from dicom_node.jobs.model_registry import resolve_model
+from dicom_node.jobs.queue import ClaimedJob, JobQueue, LeaseLost
+from dicom_node.output.deliver import schedule_delivery_in
+from dicom_node.output.encode import (
     DeviceIdentity,
     EncodedOutput,
     EncodeError,
@@ -31,9 +35,6 @@ from dicom_node.encode import (
     source_headers_for,
     write_output,
 )
-from dicom_node.errors import Retry
-from dicom_node.model_registry import resolve_model
-from dicom_node.queue import ClaimedJob, JobQueue, LeaseLost, utcnow
 from dicom_node.store import DurableStore
 from pipelines import PipelineRegistry, PipelineResult, PipelineUnavailable, SeriesInput
 from pipelines.errors import ModelMissing, PipelineInputError

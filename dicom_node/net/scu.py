@@ -14,7 +14,7 @@ from pynetdicom.association import Association
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from dicom_node.errors import NodeError
-from dicom_node.netutil import set_tcp_nodelay
+from dicom_node.net.netutil import set_tcp_nodelay
 
 logger = logging.getLogger(__name__)
 

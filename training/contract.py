@@ -1,0 +1,155 @@
+"""The shape every trainer package follows, and what the node lends it.
+
+A trainer is ``training/<pipeline>/``. It offers:
+
+* a **config type**: a frozen dataclass with ``out_dir``, ``seed``, ``version``,
+  ``validate()`` (raises ``ValueError`` naming the first setting that cannot work) and
+  ``summary()`` (the settings as JSON-ready values, written on the model card);
+* **named presets** as ``Presets`` of that type (``paper``, ``demo``, ``smoke``, ...),
+  built with ``presets.build(name, **overrides)``;
+* ``train(config) -> TrainedModel``: a complete model folder and its card;
+* its **commands** in ``training/<pipeline>/cli.py``: ``register(commands)`` adds
+  ``dicom-node train <pipeline>`` (and any pipeline-specific command, such as
+  ``models vgg16-init``) through ``TrainerCommands``, and that module's ``trainer()`` and
+  ``demo_entry()`` return the ``Trainer`` and the ``training.demo_entry.DemoEntry``
+  (imported on first use, so that building the command line does not import torch).
+
+The node finds trainers by import string (``training.registry``), as it finds pipelines;
+it never imports a trainer by name. A trainer's command gets a ``NodeContext`` from the
+node (folders from the node's settings, a way to register the model folder, an output),
+so trainers import ``pipelines``, never ``dicom_node``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any, Generic, Protocol, TypeVar
+
+from pipelines.model_store import ModelCard
+
+
+class TrainingConfig(Protocol):
+    """What every trainer's config type has (a frozen dataclass)."""
+
+    @property
+    def out_dir(self) -> Path: ...
+
+    @property
+    def seed(self) -> int: ...
+
+    @property
+    def version(self) -> str | None: ...
+
+    def validate(self) -> None: ...
+
+    def summary(self) -> dict[str, Any]: ...
+
+
+C = TypeVar("C", bound=TrainingConfig)
+
+
+class TrainedModel(Protocol):
+    """A finished model folder (``weights.pt``, ``model.json`` and the evaluation) and its card."""
+
+    @property
+    def folder(self) -> Path: ...
+
+    @property
+    def card(self) -> ModelCard: ...
+
+
+@dataclass(frozen=True)
+class Presets(Generic[C]):
+    """Named configs of one trainer; ``build(name, **overrides)`` makes a run's config.
+
+    ``configs`` maps each name to a whole config. An override of ``None`` keeps the
+    preset's value (the CLI passes every flag, given or not). ``adjust`` may rewrite the
+    preset's config before the overrides go on (hand_orientation drops a preset's
+    synthetic films when the overrides name real data).
+    """
+
+    configs: Mapping[str, C]
+    adjust: Callable[[C, Mapping[str, Any]], C] | None = None
+
+    def names(self) -> list[str]:
+        return list(self.configs)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.configs
+
+    def __getitem__(self, name: str) -> C:
+        return self.configs[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.configs)
+
+    def __len__(self) -> int:
+        return len(self.configs)
+
+    def build(self, name: str, **overrides: Any) -> C:
+        """The preset ``name`` with ``overrides`` on top; ``ValueError`` for an unknown name
+        or setting."""
+        if name not in self.configs:
+            raise ValueError(f"unknown preset {name!r} (known: {', '.join(self.configs)})")
+        base = self.configs[name]
+        assert is_dataclass(base)
+        known = {item.name for item in fields(base)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"unknown settings: {', '.join(unknown)}")
+        given = {key: value for key, value in overrides.items() if value is not None}
+        if self.adjust is not None:
+            base = self.adjust(base, given)
+        return replace(base, **given)
+
+
+@dataclass(frozen=True)
+class Trainer(Generic[C]):
+    """One pipeline's trainer: its config type, presets and training function."""
+
+    pipeline: str
+    config_type: type[C]
+    presets: Presets[C]
+    train: Callable[[C], TrainedModel]
+
+
+# -- what the node lends a trainer's commands ----------------------------------------------
+
+
+class NodeContext(Protocol):
+    """The node's side of a trainer command: its folders, its model store, its output."""
+
+    @property
+    def model_dir(self) -> Path: ...
+
+    @property
+    def storage_dir(self) -> Path: ...
+
+    def say(self, text: str) -> None:
+        """Print a line of results (rich markup) to standard output."""
+        ...
+
+    def register_model(self, folder: Path, *, activate: bool) -> None:
+        """Import a model folder into the node's model store (and make it active)."""
+        ...
+
+
+#: A trainer command's handler: ``handler(args, node) -> exit status``.
+CommandHandler = Callable[[argparse.Namespace, NodeContext], int]
+
+
+class TrainerCommands(Protocol):
+    """Where a trainer adds its commands to ``dicom-node``; the parser it gets back takes
+    the node's common options (``--config``, ``--log-level``) already. The trainer sets
+    its handler with ``parser.set_defaults(handler=...)``."""
+
+    def add_train_command(self, name: str, **parser_options: Any) -> argparse.ArgumentParser:
+        """``dicom-node train NAME``."""
+        ...
+
+    def add_models_command(self, name: str, **parser_options: Any) -> argparse.ArgumentParser:
+        """``dicom-node models NAME`` (a pipeline-specific model store command)."""
+        ...
