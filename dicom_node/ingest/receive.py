@@ -32,6 +32,7 @@ from sqlalchemy import Engine
 from dicom_node.errors import InvalidUID, OutOfResources, UnreadableDataset, UnsafePath
 from dicom_node.ingest.index import index_instance, lookup_instance, read_header
 from dicom_node.net.netutil import set_tcp_nodelay
+from dicom_node.net.pynetdicom_hooks import check_pynetdicom_hooks
 from dicom_node.settings import AllowedCaller, NodeSettings, TLSSettings
 from dicom_node.store import DurableStore, Placement
 
@@ -246,6 +247,7 @@ class Receiver:
     """The SCP: binds, accepts associations and answers C-ECHO and C-STORE."""
 
     def __init__(self, settings: NodeSettings, store: DurableStore, engine: Engine) -> None:
+        check_pynetdicom_hooks()  # before any patch: a missing internal stops the start
         _install_spooling()
         self.settings = settings
         self.store = store

@@ -15,6 +15,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from dicom_node.errors import NodeError
 from dicom_node.net.netutil import set_tcp_nodelay
+from dicom_node.net.pynetdicom_hooks import check_pynetdicom_hooks
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +124,7 @@ def send_files(
     """C-STORE each file as stored (no transcoding), in chunks, over as few associations
     as the presentation-context limit allows."""
     report = report or SendReport()
+    check_pynetdicom_hooks()
     _config.STORE_SEND_CHUNKED_DATASET = True
     for contexts, batch in _batches(files):
         ae = AE(ae_title=calling_aet)
