@@ -14,10 +14,14 @@ A trainer is ``training/<pipeline>/``. It offers:
   ``demo_entry()`` return the ``Trainer`` and the ``training.demo_entry.DemoEntry``
   (imported on first use, so that building the command line does not import torch).
 
-The node finds trainers by import string (``training.registry``), as it finds pipelines;
-it never imports a trainer by name. A trainer's command gets a ``NodeContext`` from the
-node (folders from the node's settings, a way to register the model folder, an output),
-so trainers import ``pipelines``, never ``dicom_node``.
+The node finds trainers by import string (``dicom_node.trainers``), as it finds
+pipelines; it never imports a trainer by name. A trainer's command gets a
+``NodeContext`` from the node (folders from the node's settings, a way to register the
+model folder, an output), so trainers import ``pipelines``, never ``dicom_node``.
+
+This module imports nothing heavy (no torch, no numpy, ``pipelines`` only for type
+checking), so that a trainer's command module may use it while the node builds its
+command line.
 """
 
 from __future__ import annotations
@@ -26,9 +30,10 @@ import argparse
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, fields, is_dataclass, replace
 from pathlib import Path
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-from pipelines.model_store import ModelCard
+if TYPE_CHECKING:
+    from pipelines.model_store import ModelCard
 
 
 class TrainingConfig(Protocol):

@@ -14,6 +14,7 @@ from rich.console import Console
 from sqlalchemy import Engine, insert, select, update
 
 from dicom_node import cli
+from dicom_node.cli import term
 from dicom_node.db import migrate
 from dicom_node.db.engine import make_engine
 from dicom_node.db.models import Job, JobState, Measurement, Result, Series, Study, StudyState
@@ -28,8 +29,8 @@ BRACKETED_ERROR = "ValueError: expected [b, c, h, w], got [bold] and [/]"
 @pytest.fixture(autouse=True)
 def wide_consoles(monkeypatch: pytest.MonkeyPatch) -> None:
     """The CLI's consoles, writing plain text to the captured streams without wrapping."""
-    monkeypatch.setattr(cli, "out", Console(width=400, force_terminal=False))
-    monkeypatch.setattr(cli, "console", Console(stderr=True, width=400, force_terminal=False))
+    monkeypatch.setattr(term, "out", Console(width=400, force_terminal=False))
+    monkeypatch.setattr(term, "console", Console(stderr=True, width=400, force_terminal=False))
 
 
 def write_config(folder: Path, database: str) -> Path:

@@ -14,6 +14,7 @@ import pytest
 from rich.console import Console
 
 from dicom_node import cli
+from dicom_node.cli import term
 from dicom_node.db import migrate
 from dicom_node.db.engine import make_engine
 from pipelines.model_store import WEIGHTS_FILE, ModelCard, file_sha256, write_model_card
@@ -26,8 +27,8 @@ PIPELINE = "hand_orientation"
 @pytest.fixture(autouse=True)
 def wide_consoles(monkeypatch: pytest.MonkeyPatch) -> None:
     """The CLI's consoles, writing plain text to the captured streams without wrapping."""
-    monkeypatch.setattr(cli, "out", Console(width=400, force_terminal=False))
-    monkeypatch.setattr(cli, "console", Console(stderr=True, width=400, force_terminal=False))
+    monkeypatch.setattr(term, "out", Console(width=400, force_terminal=False))
+    monkeypatch.setattr(term, "console", Console(stderr=True, width=400, force_terminal=False))
 
 
 class Node:

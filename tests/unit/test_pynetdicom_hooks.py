@@ -4,8 +4,8 @@ missing one stops the receiver (and the SCU) before anything is patched."""
 from __future__ import annotations
 
 import types
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pynetdicom import _config, dimse_messages, transport

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from dicom_node import cli
+from dicom_node.cli import term
 from dicom_node.settings import (
     AllowedCaller,
     NodeSettings,
@@ -297,8 +298,8 @@ def test_node_settings_forbid_extras_directly() -> None:
 @pytest.fixture
 def wide_consoles(monkeypatch: pytest.MonkeyPatch) -> None:
     """The CLI's consoles, writing to the captured streams without wrapping lines."""
-    monkeypatch.setattr(cli, "out", Console(width=300))
-    monkeypatch.setattr(cli, "console", Console(stderr=True, width=300))
+    monkeypatch.setattr(term, "out", Console(width=300))
+    monkeypatch.setattr(term, "console", Console(stderr=True, width=300))
 
 
 @pytest.mark.usefixtures("wide_consoles")

@@ -16,6 +16,7 @@ import torch
 from rich.console import Console
 
 from dicom_node import cli
+from dicom_node.cli import term
 from pipelines.ct_body_part.model import load_model
 from pipelines.ct_body_part.network import build_network
 from pipelines.ct_body_part.preprocess import InputSpec, network_batch
@@ -44,8 +45,8 @@ SPEC = InputSpec(size=64)
 
 @pytest.fixture(autouse=True)
 def wide_consoles(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli, "out", Console(width=400, force_terminal=False))
-    monkeypatch.setattr(cli, "console", Console(stderr=True, width=400, force_terminal=False))
+    monkeypatch.setattr(term, "out", Console(width=400, force_terminal=False))
+    monkeypatch.setattr(term, "console", Console(stderr=True, width=400, force_terminal=False))
 
 
 def _write(folder: Path, seed: int, slices: int = 20, **kwargs: object):

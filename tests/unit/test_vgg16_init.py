@@ -28,6 +28,7 @@ onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from dicom_node import cli  # noqa: E402
+from dicom_node.cli import term  # noqa: E402
 from pipelines.ct_body_part.network import build_network  # noqa: E402
 from pipelines.ct_body_part.vgg16_init import (  # noqa: E402
     LICENCE,
@@ -417,8 +418,8 @@ def test_the_installed_package_is_found(
 
 @pytest.fixture
 def wide_consoles(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli, "out", Console(width=400, force_terminal=False))
-    monkeypatch.setattr(cli, "console", Console(stderr=True, width=400, force_terminal=False))
+    monkeypatch.setattr(term, "out", Console(width=400, force_terminal=False))
+    monkeypatch.setattr(term, "console", Console(stderr=True, width=400, force_terminal=False))
 
 
 @pytest.fixture

@@ -46,6 +46,7 @@ from pipelines.model_store import (
     new_version,
     write_model_card,
 )
+from training.contract import Presets, Trainer
 from training.ct_body_part.calibration import (
     CalibrationVolume,
     cross_check_pct,
@@ -209,66 +210,65 @@ _CPU_SCRATCH = TrainConfig(
     attempts=1,
 )
 
-PRESETS: dict[str, TrainConfig] = {
-    "paper": TrainConfig(),
-    # The paper's recipe as it stands (VGG16 from the ImageNet weights, g = 12, m = 8,
-    # 1,500 iterations at PAPER_LR) at 64² on 288 phantoms: about an hour on 2 cores.
-    # Measured three-zone accuracy with two calibration volumes: 92.8 % with seed 0 but
-    # 80.1 % with seed 1 (`cpu`: 90.1 %, one seed); training/ct_body_part/README.md.
-    "paper-cpu": replace(
-        TrainConfig(),
-        size=64,
-        synthetic_volumes=288,
-        max_slices=120,
-        eval_every=100,
-        attempts=1,  # about an hour each on 2 cores
-    ),
-    "demo": replace(
-        _CPU_SCRATCH,
-        synthetic_volumes=32,
-        iterations=400,
-        validation_volumes=4,
-        test_volumes=8,
-    ),
-    # Trained as long as a CPU allows (about 28 minutes on 2 cores): the paper's g = 12,
-    # m = 8, 8,000 iterations on 288 phantoms (96 phantoms gave 81 % zone accuracy, 288
-    # gave 90 %, 576 no more). The figures in training/ct_body_part/README.md are from
-    # this preset.
-    "cpu": replace(
-        _CPU_SCRATCH,
-        synthetic_volumes=288,
-        g=12,
-        iterations=8000,
-        eval_every=200,
-        validation_volumes=6,
-        test_volumes=40,
-    ),
-    # The tests' model: 1–2 minutes on 2 cores. 24 phantoms and 300 iterations overfitted
-    # (held-out ρ peaked at 0.90 halfway and fell), and where it landed depended on the
-    # CPU's floating point: a test's zone check passed on one machine and failed on
-    # another. 48 phantoms and 300 iterations gave held-out ρ 0.949–0.986 over seeds 0–3;
-    # 600 iterations gave 0.984–0.991.
-    "smoke": replace(
-        _CPU_SCRATCH,
-        size=64,
-        synthetic_volumes=48,
-        max_slices=100,
-        iterations=600,
-        validation_volumes=3,
-        test_volumes=6,
-        abnormal_test_volumes=4,
-    ),
-}
+#: Named settings; ``preset(name, **overrides)`` builds a config from one.
+PRESETS: Presets[TrainConfig] = Presets(
+    {
+        "paper": TrainConfig(),
+        # The paper's recipe as it stands (VGG16 from the ImageNet weights, g = 12, m = 8,
+        # 1,500 iterations at PAPER_LR) at 64² on 288 phantoms: about an hour on 2 cores.
+        # Measured three-zone accuracy with two calibration volumes: 92.8 % with seed 0 but
+        # 80.1 % with seed 1 (`cpu`: 90.1 %, one seed); training/ct_body_part/README.md.
+        "paper-cpu": replace(
+            TrainConfig(),
+            size=64,
+            synthetic_volumes=288,
+            max_slices=120,
+            eval_every=100,
+            attempts=1,  # about an hour each on 2 cores
+        ),
+        "demo": replace(
+            _CPU_SCRATCH,
+            synthetic_volumes=32,
+            iterations=400,
+            validation_volumes=4,
+            test_volumes=8,
+        ),
+        # Trained as long as a CPU allows (about 28 minutes on 2 cores): the paper's g = 12,
+        # m = 8, 8,000 iterations on 288 phantoms (96 phantoms gave 81 % zone accuracy, 288
+        # gave 90 %, 576 no more). The figures in training/ct_body_part/README.md are from
+        # this preset.
+        "cpu": replace(
+            _CPU_SCRATCH,
+            synthetic_volumes=288,
+            g=12,
+            iterations=8000,
+            eval_every=200,
+            validation_volumes=6,
+            test_volumes=40,
+        ),
+        # The tests' model: 1–2 minutes on 2 cores. 24 phantoms and 300 iterations overfitted
+        # (held-out ρ peaked at 0.90 halfway and fell), and where it landed depended on the
+        # CPU's floating point: a test's zone check passed on one machine and failed on
+        # another. 48 phantoms and 300 iterations gave held-out ρ 0.949–0.986 over seeds 0–3;
+        # 600 iterations gave 0.984–0.991.
+        "smoke": replace(
+            _CPU_SCRATCH,
+            size=64,
+            synthetic_volumes=48,
+            max_slices=100,
+            iterations=600,
+            validation_volumes=3,
+            test_volumes=6,
+            abnormal_test_volumes=4,
+        ),
+    }
+)
 
 
 def preset(name: str, **overrides: Any) -> TrainConfig:
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
-    known = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise ValueError(f"unknown setting(s) {unknown}")
-    return replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
+    """``TrainConfig`` from a named preset, with ``overrides`` on top (``PRESETS.build``:
+    an override of None keeps the preset's value)."""
+    return PRESETS.build(name, **overrides)
 
 
 @dataclass(frozen=True)
@@ -702,3 +702,9 @@ def _write_model_folder(
             advice,
         )
     return TrainedModel(out_dir / version, card, evaluation, kept.history)
+
+
+#: This trainer as the node and the demo see it (``training.contract``).
+TRAINER: Trainer[TrainConfig] = Trainer(
+    pipeline=PIPELINE_NAME, config_type=TrainConfig, presets=PRESETS, train=train_ubr
+)

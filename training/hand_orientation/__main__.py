@@ -14,12 +14,13 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from training.hand_orientation.train import PRESETS, TrainConfig, preset, train_orientation
+from training.hand_orientation.train import PRESETS, TrainConfig, train_orientation
 
 
 def _value(text: str) -> Any:
@@ -47,7 +48,11 @@ def main(argv: list[str] | None = None) -> int:
         if name in ("data_dir", "labels_csv", "init_weights") and value is not None:
             value = Path(str(value))
         overrides[name] = value
-    config = TrainConfig(**overrides) if args.preset is None else preset(args.preset, **overrides)
+    if args.preset is None:
+        config = TrainConfig(**overrides)
+    else:  # `--set NAME=null` sets None, where the presets' None keeps the preset's value
+        unset: dict[str, Any] = {k: None for k, v in overrides.items() if v is None}
+        config = replace(PRESETS.build(args.preset, **overrides), **unset)
     trained = train_orientation(config)
     print(json.dumps({"folder": str(trained.folder), **trained.metrics}, indent=2))
     return 0

@@ -57,8 +57,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -83,6 +83,7 @@ from pipelines.model_store import (
     new_version,
     write_model_card,
 )
+from training.contract import Presets, Trainer
 from training.hand_orientation.augment import training_batch
 from training.hand_orientation.data import (
     Advance,
@@ -221,61 +222,64 @@ class TrainConfig:
         }
 
 
+def _real_data_replaces_synthetic(config: TrainConfig, overrides: Mapping[str, Any]) -> TrainConfig:
+    """A preset's synthetic films give way to ``data_dir`` or ``labels_csv`` among the
+    overrides: ``preset("demo", data_dir=...)`` trains the demo's network on those films."""
+    if overrides.get("data_dir") is not None or overrides.get("labels_csv") is not None:
+        return replace(config, synthetic_films=0)
+    return config
+
+
 #: Named settings; ``preset(name, **overrides)`` builds a config from one.
-PRESETS: dict[str, dict[str, Any]] = {
-    # The paper's Section 3 as written (needs ImageNet ResNet-50 weights on disk).
-    "paper": {
-        "architecture": "resnet50",
-        "resize": 256,
-        "crop": 224,
-        "batch_size": 256,
-        "lr": 0.01,
-        "fine_tune": "conv5",
-        "epochs": 32,
+PRESETS: Presets[TrainConfig] = Presets(
+    {
+        # The paper's Section 3 as written (needs ImageNet ResNet-50 weights on disk).
+        "paper": TrainConfig(
+            architecture="resnet50",
+            resize=256,
+            crop=224,
+            batch_size=256,
+            lr=0.01,
+            fine_tune="conv5",
+            epochs=32,
+        ),
+        # `dicom-node demo`: a few minutes on 2 CPU cores, synthetic films.
+        "demo": TrainConfig(
+            architecture="resnet10",
+            resize=96,
+            crop=80,
+            synthetic_films=1500,
+            epochs=14,
+            batch_size=32,
+            lr=2e-3,
+            lr_schedule="cosine",
+            time_limit_s=300.0,  # a cap for a busy machine; about 70 s are needed idle
+        ),
+        # The CI smoke test: learns in well under a minute.
+        "smoke": TrainConfig(
+            architecture="resnet10",
+            resize=64,
+            crop=56,
+            synthetic_films=400,
+            epochs=6,
+            batch_size=32,
+            lr=2e-3,
+            lr_schedule="cosine",
+        ),
     },
-    # `dicom-node demo`: a few minutes on 2 CPU cores, synthetic films.
-    "demo": {
-        "architecture": "resnet10",
-        "resize": 96,
-        "crop": 80,
-        "synthetic_films": 1500,
-        "epochs": 14,
-        "batch_size": 32,
-        "lr": 2e-3,
-        "lr_schedule": "cosine",
-        "time_limit_s": 300.0,  # a cap for a busy machine; about 70 s are needed idle
-    },
-    # The CI smoke test: learns in well under a minute.
-    "smoke": {
-        "architecture": "resnet10",
-        "resize": 64,
-        "crop": 56,
-        "synthetic_films": 400,
-        "epochs": 6,
-        "batch_size": 32,
-        "lr": 2e-3,
-        "lr_schedule": "cosine",
-    },
-}
+    adjust=_real_data_replaces_synthetic,
+)
 
 
 def preset(name: str, **overrides: Any) -> TrainConfig:
-    """``TrainConfig`` from a named preset, with ``overrides`` on top.
+    """``TrainConfig`` from a named preset, with ``overrides`` on top (``PRESETS.build``:
+    an override of None keeps the preset's value).
 
     A preset's synthetic films give way to a data source among the overrides
     (``data_dir`` or ``labels_csv``): ``preset("demo", data_dir=...)`` trains the demo's
     small network on those films.
     """
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r} (known: {', '.join(PRESETS)})")
-    known = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise ValueError(f"unknown settings: {', '.join(unknown)}")
-    settings = dict(PRESETS[name])
-    if overrides.get("data_dir") is not None or overrides.get("labels_csv") is not None:
-        settings.pop("synthetic_films", None)
-    return TrainConfig(**{**settings, **overrides})
+    return PRESETS.build(name, **overrides)
 
 
 @dataclass(frozen=True)
@@ -659,3 +663,9 @@ def _write_model_folder(
         write_model_card(staging, card)
     logger.info("model %s written to %s: MAE %.2f deg", version, folder, report.mae_deg)
     return TrainedModel(folder=folder, card=card, metrics=metrics, report=report, history=history)
+
+
+#: This trainer as the node and the demo see it (``training.contract``).
+TRAINER: Trainer[TrainConfig] = Trainer(
+    pipeline=PIPELINE_NAME, config_type=TrainConfig, presets=PRESETS, train=train_orientation
+)

@@ -1,0 +1,104 @@
+"""``dicom-node train hand_orientation``: this trainer's command, as the node loads it.
+
+The node builds its command line from this module on every call (through
+``dicom_node.trainers``), so it imports neither torch nor numpy: the handler imports
+the trainer when it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from training.contract import NodeContext, Trainer, TrainerCommands
+    from training.demo_entry import DemoEntry
+    from training.hand_orientation.train import TrainConfig
+
+PIPELINE = "hand_orientation"
+
+
+def register(commands: TrainerCommands) -> None:
+    p = commands.add_train_command(
+        PIPELINE,
+        help="orientation regression (paper 000) from DICOM films or synthetic ones",
+        description="Train from --data DIR (films assumed upright: self-supervised), "
+        "--labels CSV (file or sop_instance_uid, angle_deg) or --synthetic N. The model "
+        "folder goes into the store and is registered (--activate makes new jobs use it).",
+    )
+    p.add_argument("--preset", help="paper | demo | smoke (default: ResNet-50 from random weights)")
+    p.add_argument("--data", type=Path, help="folder of DICOM films")
+    p.add_argument("--labels", type=Path, help="CSV: file or sop_instance_uid, angle_deg")
+    p.add_argument("--synthetic", type=int, help="train on N synthetic hand films")
+    p.add_argument("--arch", help="resnet50 (the paper's), resnet18 or resnet10")
+    p.add_argument("--resize", type=int)
+    p.add_argument("--crop", type=int)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--lr-schedule", choices=["constant", "cosine"])
+    p.add_argument("--time-limit", type=float, help="stop training after this many seconds")
+    p.add_argument("--fine-tune", choices=["conv5", "fc", "all"])
+    p.add_argument("--init", type=Path, help="torchvision-style ResNet state dict (local file)")
+    p.add_argument("--val-fraction", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--version")
+    p.add_argument("--out", type=Path, help="parent folder of the model folder")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--no-register", dest="register", action="store_false")
+    p.add_argument("--activate", action="store_true")
+    p.set_defaults(handler=train_command)
+
+
+def trainer() -> Trainer[TrainConfig]:
+    from training.hand_orientation.train import TRAINER
+
+    return TRAINER
+
+
+def demo_entry() -> DemoEntry | None:
+    from training.hand_orientation.demo import DEMO
+
+    return DEMO
+
+
+def train_command(args: argparse.Namespace, node: NodeContext) -> int:
+    """Train with the flags given (on a preset, if one is named), then register the model."""
+    import torch
+
+    from training.hand_orientation.train import TrainConfig, preset, train_orientation
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    chosen: dict[str, Any] = {
+        "data_dir": args.data,
+        "labels_csv": args.labels,
+        "synthetic_films": args.synthetic,
+        "architecture": args.arch,
+        "resize": args.resize,
+        "crop": args.crop,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "lr_schedule": args.lr_schedule,
+        "time_limit_s": args.time_limit,
+        "fine_tune": args.fine_tune,
+        "init_weights": args.init,
+        "val_fraction": args.val_fraction,
+        "seed": args.seed,
+        "version": args.version,
+        "out_dir": args.out or node.model_dir / PIPELINE,
+    }
+    overrides = {key: value for key, value in chosen.items() if value is not None}
+    config = TrainConfig(**overrides) if args.preset is None else preset(args.preset, **overrides)
+    trained = train_orientation(config)
+    report = trained.report
+    node.say(
+        f"model {trained.card.version} in {trained.folder}: MAE {report.mae_deg:.2f}°, "
+        f"{report.within_4deg_pct:.1f} % within ±4°, four-way accuracy "
+        f"{report.quadrant_accuracy_pct:.1f} % ({report.films} held-out films)"
+    )
+    if args.register:
+        node.register_model(trained.folder, activate=args.activate)
+    return 0
