@@ -25,7 +25,7 @@ from dicom_node.db.engine import make_engine
 from dicom_node.db.models import Job
 from dicom_node.ingest.index import IndexOutcome, InstanceHeader, index_instance, read_header
 from dicom_node.store import DurableStore, StoredFile
-from tests.support.datasets import new_instance, set_monochrome_pixels
+from tests.support.datasets import SOURCE_SETS, new_instance, set_monochrome_pixels
 
 T = TypeVar("T")
 
@@ -214,3 +214,9 @@ def make_due(engine: Engine, job_id: int) -> None:
             .where(Job.id == job_id)
             .values(run_after=datetime.now(UTC) - timedelta(seconds=1))
         )
+
+
+@pytest.fixture(params=sorted(SOURCE_SETS))
+def sources(request: pytest.FixtureRequest) -> list[Dataset]:
+    """Each set of source instances an output can be made from (``dicom_node.output``)."""
+    return SOURCE_SETS[request.param]()

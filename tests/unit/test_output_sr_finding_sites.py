@@ -20,8 +20,9 @@ from pydicom import Dataset
 from pydicom.sr.codedict import codes as sr_codes
 from pydicom.uid import CTImageStorage
 
-from dicom_node.output import codes, encode
+from dicom_node.output import codes
 from dicom_node.output.encode import DeviceIdentity, encode_result, write_output
+from dicom_node.output.sr import IMAGE_LIBRARY_LIMIT
 from pipelines import Code, Finding, Measurement, PipelineResult
 from tests.peers import dciodvfy
 from tests.support.datasets import PATIENT_ID, PATIENT_NAME, new_instance
@@ -305,7 +306,7 @@ def test_a_300_slice_series_encodes_quickly_and_references_every_slice(tmp_path:
     sr = hd.sr.srread(path)
     assert {e[2] for e in sr.get_evidence()} == {s.SOPInstanceUID for s in sources}
     titles = [item.ConceptNameCodeSequence[0].CodeMeaning for item in sr.ContentSequence]
-    assert len(sources) > encode.IMAGE_LIBRARY_LIMIT and "Image Library" not in titles
+    assert len(sources) > IMAGE_LIBRARY_LIMIT and "Image Library" not in titles
 
 
 def test_a_short_series_lists_its_slices_in_the_image_library(tmp_path: Path) -> None:

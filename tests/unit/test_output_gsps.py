@@ -22,13 +22,8 @@ from pydicom.uid import (
     GrayscaleSoftcopyPresentationStateStorage,
 )
 
-from dicom_node.output.encode import (
-    GSPS_CONTENT_LABEL,
-    EncodedOutput,
-    EncodeError,
-    encode_result,
-    write_output,
-)
+from dicom_node.output.encode import EncodedOutput, EncodeError, encode_result, write_output
+from dicom_node.output.gsps import GSPS_CONTENT_LABEL
 from dicom_node.uids import validate_uid
 from pipelines import DerivedImage, ModelIdentity, PipelineResult, PresentationTransform
 from tests.support.datasets import (
@@ -40,8 +35,8 @@ from tests.support.datasets import (
     mr_sources,
     synthetic_dx,
 )
+from tests.support.output import DEVICE, PATIENT_STUDY_KEYWORDS, UID_ROOT, WHEN
 from tests.support.pipelines import demo_result
-from tests.unit.test_encode import DEVICE, PATIENT_STUDY_KEYWORDS, UID_ROOT, WHEN
 
 ROWS, COLUMNS = 96, 80  # synthetic_dx's default size
 
