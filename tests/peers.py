@@ -3,7 +3,8 @@
 Every helper here starts a real Debian program on free ports in a private temporary
 folder and stops it again; nothing uses fixed ports and nothing sleeps where a
 wait-for-condition fits. A program that is not installed makes the calling test skip
-with the name of the Debian package to install.
+with the name of the Debian package to install. ``OrthancProcess`` is the node's own
+Orthanc manager (``dicom_node.demo.orthanc``, the demo's PACS) with that skip added.
 
 Usage from a test or a fixture::
 
@@ -26,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import json
 import os
 import pwd
 import shutil
@@ -36,8 +36,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -45,6 +43,8 @@ from typing import Any, Self
 
 import pytest
 
+from dicom_node.demo.orthanc import OrthancError
+from dicom_node.demo.orthanc import OrthancProcess as SharedOrthancProcess
 from dicom_node.net.netutil import free_port as netutil_free_port
 
 __all__ = [
@@ -93,10 +93,6 @@ _POSTGRES_TOOLS = {"initdb", "pg_ctl", "postgres", "createdb", "psql"}
 
 class PeerStartError(RuntimeError):
     """A peer program did not come up; the message carries the end of its log."""
-
-
-class OrthancError(RuntimeError):
-    """Orthanc's REST API answered with an error (or an unexpected answer)."""
 
 
 # -- small utilities -------------------------------------------------------------------
@@ -431,276 +427,22 @@ class StorescpProcess:
 # -- Orthanc ---------------------------------------------------------------------------
 
 
-class OrthancProcess:
-    """A private Orthanc (``/usr/sbin/Orthanc``) with its own storage, HTTP and DICOM port.
+class OrthancProcess(SharedOrthancProcess):
+    """``dicom_node.demo.orthanc.OrthancProcess`` (the demo's PACS) for the tests: it skips
+    the calling test when Orthanc is not installed, and names its server ``test-<AET>``.
 
     ``modalities`` is Orthanc's ``DicomModalities``: ``{"node": ["DICOM_NODE",
     "127.0.0.1", port]}`` lets Orthanc C-STORE to the node as modality ``node``.
-    ``extra_config`` entries override the generated configuration. REST access is
-    limited to localhost without authentication; no plugins are loaded.
-
-    Orthanc needs about 3.5 s to shut down on SIGTERM; ``graceful_stop=False`` makes
-    ``__exit__`` kill it instead (its storage is thrown away anyway).
-    Modality ports must be real (1..65534) when Orthanc starts: it refuses port 0.
+    ``graceful_stop=False`` makes ``__exit__`` kill it instead of waiting the 3.5 s of its
+    shutdown; ``start(ports=(http, dicom))`` restarts it where its peers expect it.
     """
 
-    def __init__(
-        self,
-        aet: str = "ORTHANC",
-        *,
-        modalities: Mapping[str, Sequence[Any] | Mapping[str, Any]] | None = None,
-        tcp_nodelay: bool = False,
-        workdir: Path | None = None,
-        concurrent_jobs: int = 2,
-        extra_config: Mapping[str, Any] | None = None,
-        startup_timeout: float = 30,
-        graceful_stop: bool = True,
-    ) -> None:
-        self.aet = aet
-        self.graceful_stop = graceful_stop
-        self.modalities = dict(modalities or {})
-        self.tcp_nodelay = tcp_nodelay
-        self.concurrent_jobs = concurrent_jobs
-        self.extra_config = dict(extra_config or {})
-        self.startup_timeout = startup_timeout
-        self._own_dir: tempfile.TemporaryDirectory[str] | None = None
-        if workdir is None:
-            self._own_dir = tempfile.TemporaryDirectory(prefix="orthanc-")
-            workdir = Path(self._own_dir.name)
-        self.workdir = workdir
-        self.storage_dir = workdir / "storage"
-        self.config_path = workdir / "orthanc.json"
-        self.log_path = workdir / "orthanc.log"
-        self.http_port = 0
-        self.dicom_port = 0
-        self.process: subprocess.Popen[bytes] | None = None
-        self._log: Any = None
+    def __init__(self, aet: str = "ORTHANC", **options: Any) -> None:
+        options.setdefault("name", f"test-{aet}")
+        super().__init__(aet, **options)
 
-    # -- life cycle --
-
-    def config(self) -> dict[str, Any]:
-        """The configuration written for Orthanc (keys checked against Orthanc 1.10)."""
-        config: dict[str, Any] = {
-            "Name": f"test-{self.aet}",
-            "StorageDirectory": str(self.storage_dir),
-            "IndexDirectory": str(self.storage_dir),
-            "StorageCompression": False,
-            "Plugins": [],
-            "LuaScripts": [],
-            "ConcurrentJobs": self.concurrent_jobs,
-            "HttpServerEnabled": True,
-            "HttpPort": self.http_port,
-            "RemoteAccessAllowed": False,
-            "AuthenticationEnabled": False,
-            "RegisteredUsers": {},
-            "OrthancExplorerEnabled": False,
-            "WebDavEnabled": False,
-            "DicomServerEnabled": True,
-            "DicomAet": self.aet,
-            "DicomPort": self.dicom_port,
-            "DicomCheckCalledAet": False,
-            "DicomAlwaysAllowEcho": True,
-            "DicomAlwaysAllowStore": True,
-            "DicomModalities": self.modalities,
-            "DicomModalitiesInDatabase": False,
-            "OrthancPeersInDatabase": False,
-            "SaveJobs": False,  # never resume jobs of an earlier run
-            "MetricsEnabled": False,
-            "HttpDescribeErrors": True,
-        }
-        config.update(self.extra_config)
-        return config
-
-    def start(self, *, ports: tuple[int, int] | None = None) -> Self:
-        """Start Orthanc on free ports, or on ``ports`` = (HTTP, DICOM), e.g. to restart it
-        where its peers expect it (its storage folder is kept between starts)."""
-        exe = require_tool("Orthanc")
-        self.storage_dir.mkdir(parents=True, exist_ok=True)
-        last_error: BaseException | None = None
-        for _attempt in range(1 if ports else 3):  # a free port can be taken before bind
-            if ports:
-                self.http_port, self.dicom_port = ports
-            else:
-                self.http_port = free_port()
-                self.dicom_port = free_port()
-                while self.dicom_port == self.http_port:
-                    self.dicom_port = free_port()
-            self.config_path.write_text(json.dumps(self.config(), indent=2))
-            self._log = open(self.log_path, "ab")
-            self.process = subprocess.Popen(
-                [exe, "--no-jobs", str(self.config_path)],
-                stdout=self._log,
-                stderr=subprocess.STDOUT,
-                env=_env(self.tcp_nodelay),
-                cwd=self.workdir,
-            )
-            try:
-                self._wait_ready()
-                return self
-            except PeerStartError as exc:
-                self.stop()
-                if not _port_clash(str(exc)):
-                    raise
-                last_error = exc  # another process took a port after we probed it: retry
-            except BaseException:
-                self.stop()
-                raise
-        assert last_error is not None
-        raise last_error
-
-    def _wait_ready(self) -> None:
-        assert self.process is not None
-        process = self.process
-
-        def answers() -> bool:
-            if process.poll() is not None:
-                raise PeerStartError(
-                    f"Orthanc exited with status {process.returncode} during start-up"
-                    f"{_log_tail(self.log_path)}"
-                )
-            try:
-                self.rest("GET", "/system", timeout=1)
-            except (OSError, OrthancError):
-                return False
-            return True
-
-        wait_until(
-            answers,
-            self.startup_timeout,
-            message=lambda: (
-                f"Orthanc REST /system did not answer on port {self.http_port}"
-                f"{_log_tail(self.log_path)}"
-            ),
-        )
-        remaining = max(1.0, self.startup_timeout)
-        wait_for_port(LOCALHOST, self.dicom_port, remaining, process=process, log=self.log_path)
-
-    def stop(self) -> None:
-        _stop_process(self.process, timeout=20)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-        self.stop()
-
-    def log_tail(self, lines: int = 40) -> str:
-        return _log_tail(self.log_path, lines)
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self.graceful_stop:
-            self.stop()
-        else:
-            self.kill()
-        if self._own_dir is not None:
-            self._own_dir.cleanup()
-
-    # -- REST --
-
-    @property
-    def base_url(self) -> str:
-        return f"http://{LOCALHOST}:{self.http_port}"
-
-    def rest(
-        self,
-        method: str,
-        path: str,
-        json: Any = None,
-        *,
-        data: bytes | None = None,
-        content_type: str | None = None,
-        timeout: float = 60,
-    ) -> Any:
-        """Call Orthanc's REST API; decoded JSON, or bytes for non-JSON answers.
-
-        Raises ``OrthancError`` (with Orthanc's error body and the log path) on HTTP
-        errors.
-        """
-        body = data
-        headers = {"Accept": "application/json"}
-        if json is not None:
-            body = _json_dumps(json).encode()
-            headers["Content-Type"] = "application/json"
-        elif content_type is not None:
-            headers["Content-Type"] = content_type
-        request = urllib.request.Request(
-            self.base_url + path, data=body, method=method.upper(), headers=headers
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                payload = response.read()
-                kind = response.headers.get("Content-Type", "")
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode(errors="replace")
-            raise OrthancError(
-                f"Orthanc {method.upper()} {path} -> HTTP {exc.code}: {detail.strip()} "
-                f"(log: {self.log_path})"
-            ) from exc
-        if "json" in kind:
-            return _json_loads(payload)
-        return payload
-
-    def system(self) -> dict[str, Any]:
-        return dict(self.rest("GET", "/system"))
-
-    def upload(self, path: str | os.PathLike[str]) -> dict[str, Any]:
-        """POST one DICOM file to /instances; returns Orthanc's answer (ID, ParentSeries...)."""
-        answer = self.rest(
-            "POST", "/instances", data=Path(path).read_bytes(), content_type="application/dicom"
-        )
-        if not isinstance(answer, dict) or answer.get("Status") not in {"Success", "AlreadyStored"}:
-            raise OrthancError(f"upload of {path} not stored: {answer!r} (log: {self.log_path})")
-        return answer
-
-    def store_to_modality(self, modality: str, resources: list[str]) -> dict[str, Any]:
-        """C-STORE Orthanc resources (instance/series/study IDs) to a configured modality.
-
-        Synchronous: returns when Orthanc's job has finished; raises ``OrthancError``
-        unless every instance was sent.
-        """
-        answer = self.rest(
-            "POST",
-            f"/modalities/{modality}/store",
-            json={"Resources": list(resources), "Synchronous": True},
-        )
-        if not isinstance(answer, dict):
-            raise OrthancError(f"unexpected answer from store to {modality}: {answer!r}")
-        failed = int(answer.get("FailedInstancesCount", 0))
-        if failed:
-            raise OrthancError(
-                f"store to {modality}: {failed} of {answer.get('InstancesCount')} instances "
-                f"failed: {answer!r} (log: {self.log_path})"
-            )
-        return answer
-
-    def instance_count(self) -> int:
-        return int(self.rest("GET", "/statistics")["CountInstances"])
-
-    def instances(self) -> list[str]:
-        return list(self.rest("GET", "/instances"))
-
-
-def _port_clash(log_text: str) -> bool:
-    return "already in use" in log_text.lower()
-
-
-def _json_dumps(value: Any) -> str:
-    return json.dumps(value)
-
-
-def _json_loads(payload: bytes) -> Any:
-    return json.loads(payload)
+    def executable(self) -> str:
+        return require_tool("Orthanc")
 
 
 # -- PostgreSQL ------------------------------------------------------------------------

@@ -1,0 +1,70 @@
+"""The demo's entries: found through the trainers, in registry order, and the node's view
+of the entry contract (``dicom_node.demo.entries``) kept equal to the one the entries are
+written against (``training.demo_entry``): the node may not import ``training``, so the
+protocol stands in both places and this test keeps them from drifting apart."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import pytest
+
+from dicom_node import trainers
+from dicom_node.demo import entries as node_view
+from training import demo_entry as contract
+
+
+def _members(protocol: type) -> set[str]:
+    names = {name for name in vars(protocol) if not name.startswith("_")}
+    return names | set(getattr(protocol, "__annotations__", {}))
+
+
+@pytest.mark.parametrize(
+    ("node_side", "training_side"),
+    [
+        (node_view.DemoEntry, contract.DemoEntry),
+        (node_view.DemoRun, contract.DemoRun),
+        (node_view.DemoModel, contract.DemoModel),
+        (node_view.DemoCase, contract.DemoCase),
+    ],
+)
+def test_the_node_view_has_the_members_of_the_contract(
+    node_side: type, training_side: type
+) -> None:
+    node_members, contract_members = _members(node_side), _members(training_side)
+    # The contract's DemoCase has the entry's own fields too (truth, extras), which the
+    # node never reads; everything the node reads is in the contract.
+    assert node_members <= contract_members
+    if node_side is not node_view.DemoCase:
+        assert node_members == contract_members
+
+
+def test_every_builtin_entry_meets_both_views_in_registry_order() -> None:
+    found, problems = node_view.load_demo_entries()
+    assert problems == []
+    assert [entry.pipeline for entry in found] == trainers.trainer_names()
+    for entry in found:
+        assert isinstance(entry, node_view.DemoEntry)
+        assert isinstance(entry, contract.DemoEntry)
+        assert entry.modalities and entry.route
+
+
+def test_options_missing_from_a_caller_get_the_entries_defaults() -> None:
+    found = node_view.demo_entries()
+    options = node_view.with_defaults(found, argparse.Namespace(ct_slices=0))
+    assert options.ct_slices == 0 and options.ct_size == 512 and options.preset == "demo"
+
+
+def test_a_trainer_whose_demo_entry_is_not_one_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    class NotAnEntry:
+        pipeline = "ct_body_part"
+
+    module: Any = trainers.trainer_module("ct_body_part")
+    monkeypatch.setattr(module, "demo_entry", NotAnEntry)
+    found, problems = node_view.load_demo_entries()
+    assert [entry.pipeline for entry in found] == ["hand_orientation"]
+    (problem,) = problems
+    assert problem.startswith("trainer 'ct_body_part': demo_entry() gave")
+    with pytest.raises(trainers.TrainerUnavailable, match="ct_body_part"):
+        node_view.demo_entries()
