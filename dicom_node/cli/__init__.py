@@ -17,21 +17,11 @@ from rich.markup import escape
 from dicom_node import __version__
 from dicom_node.cli import admin, demo, log, models, net, serve, term, train
 from dicom_node.cli.common import Parents, configure_logging
-from dicom_node.cli.serve import worker_process_main
-from dicom_node.cli.term import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, console
+from dicom_node.cli.term import EXIT_FAILURE, EXIT_USAGE
 from dicom_node.errors import NodeError
 from dicom_node.settings import SettingsError
 
-__all__ = [
-    "EXIT_FAILURE",
-    "EXIT_OK",
-    "EXIT_USAGE",
-    "build_parser",
-    "configure_logging",
-    "console",
-    "main",
-    "worker_process_main",
-]
+__all__ = ["build_parser", "configure_logging", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -40,7 +40,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from dicom_node.cli import EXIT_OK, console, worker_process_main
+    from dicom_node.cli import term
+    from dicom_node.cli.serve import worker_process_main
     from dicom_node.demo.run import DemoOptions, run_demo
     from dicom_node.flow import spawn_context
 
@@ -64,5 +65,5 @@ def cmd_demo(args: argparse.Namespace) -> int:
         timeout_seconds=args.timeout,
         entry_options=args,
     )
-    run_demo(options, console, spawn)
-    return EXIT_OK
+    run_demo(options, term.console, spawn)
+    return term.EXIT_OK
