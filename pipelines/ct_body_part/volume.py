@@ -21,6 +21,11 @@ decodes slices to Hounsfield units (``read_hu`` one single-frame file). Uncompre
 straight from the file into an array, one frame at a time, from where the header read
 found it (``NativePixels``): the file is not parsed a second time, unless it was replaced
 in between.
+
+Pixels outside the reconstruction's field of view carry the scanner's padding value
+(Pixel Padding Value, up to Pixel Padding Range Limit: PS3.3 C.7.5.1.1.2), which can be
+any stored value, a bright one included. Every decode path reads them as air
+(``AIR_HU``) before anything is windowed.
 """
 
 from __future__ import annotations
@@ -55,6 +60,8 @@ AXIAL_MIN_COS = 0.8
 ORIENTATION_TOLERANCE = 1e-3
 #: Slices closer than this along the normal are at the same position.
 SAME_POSITION_MM = 0.01
+#: What a padding pixel (outside the reconstruction's field of view) reads as.
+AIR_HU = -1000.0
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,8 @@ class NativePixels:
     bits_stored: int
     slope: float
     intercept: float
+    #: The stored values that are padding (``padding_range``), or None.
+    padding: tuple[int, int] | None
     #: The file as its header was read (inode, size, mtime): a file replaced since is
     #: parsed again rather than read at an offset that may no longer hold.
     file_identity: tuple[int, int, int]
@@ -408,6 +417,7 @@ def _located(
     offset, length = pixel_value
     if length < frames * frame_bytes:
         return found
+    padding = padding_range(header)
     out: list[_Candidate] = []
     for item, key, reference in found:
         try:
@@ -423,6 +433,7 @@ def _located(
             bits_stored=int(header.get("BitsStored") or 8 * dtype.itemsize),
             slope=slope,
             intercept=intercept,
+            padding=padding,
             file_identity=identity,
         )
         out.append((replace(item, native=native), key, reference))
@@ -497,7 +508,7 @@ def _read_native(native: NativePixels, path: Path) -> np.ndarray | None:
     if stored.size != count:
         return None
     stored = _correct_unused_bits(stored.reshape(native.rows, native.columns), native.bits_stored)
-    return _to_hu(stored, native.slope, native.intercept)
+    return _to_hu(stored, native.slope, native.intercept, native.padding)
 
 
 def _open_image(path: Path) -> Dataset:
@@ -532,16 +543,49 @@ def _decode_hu(path: Path, dataset: Dataset, frame: int | None) -> np.ndarray:
         stored = _correct_unused_bits(stored, int(dataset.get("BitsStored") or bits))
     if stored.ndim != 2:
         raise PipelineInputError(f"{name}: expected one 2-D frame")
-    return _to_hu(stored, *_rescale(dataset, frame, name))
+    return _to_hu(stored, *_rescale(dataset, frame, name), padding_range(dataset))
 
 
-def _to_hu(stored: np.ndarray, slope: float, intercept: float) -> np.ndarray:
+def _to_hu(
+    stored: np.ndarray, slope: float, intercept: float, padding: tuple[int, int] | None
+) -> np.ndarray:
     hu = stored.astype(np.float32)
     if slope != 1.0:
         hu *= np.float32(slope)
     if intercept != 0.0:
         hu += np.float32(intercept)
+    if padding is not None:
+        low, high = padding
+        hu[(stored >= low) & (stored <= high)] = AIR_HU
     return hu
+
+
+def padding_range(dataset: Dataset) -> tuple[int, int] | None:
+    """The stored values that are padding: Pixel Padding Value alone, or the range from it
+    to Pixel Padding Range Limit (in either order); None when the image names none.
+
+    The values are compared with the stored values, so they are read as the pixel data's
+    type: a value written as US for signed pixels (63536 for -2000, as some scanners do)
+    is read as the signed value of the same bits.
+    """
+    value = dataset.get("PixelPaddingValue")
+    if value is None:
+        return None
+    limit = dataset.get("PixelPaddingRangeLimit", value)
+    try:
+        ends = [int(value), int(limit)]
+        bits = int(dataset.get("BitsAllocated") or 16)
+        signed = int(dataset.get("PixelRepresentation") or 0) == 1
+    except (TypeError, ValueError):
+        logger.warning("Pixel Padding Value %r is not a number: padding not masked", value)
+        return None
+    span = 1 << bits
+    for index, end in enumerate(ends):
+        if signed and end >= span // 2:
+            ends[index] = end - span
+        elif not signed and end < 0:
+            ends[index] = end + span
+    return min(ends), max(ends)
 
 
 def _rescale(dataset: Dataset, frame: int | None, name: str) -> tuple[float, float]:
