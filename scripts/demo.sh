@@ -9,10 +9,11 @@
 #    and running as root; otherwise the demo uses a local receiving SCP instead.
 # 2. .venv (created if missing), torch 2.13.0 CPU build, then `pip install -e '.[ml,dev,vgg16]'`;
 #    each step is skipped when already satisfied.
-# 3. `dicom-node demo [ARGS]`: writes a few synthetic hand studies under var/demo, trains a
-#    small orientation model the first time (a few minutes on 2 CPU cores), starts Orthanc
-#    and the node, sends the studies from Orthanc, waits for the SR / SC / GSPS to come
-#    back and prints a table of predicted and true angles. Delete var/demo to start afresh.
+# 3. `dicom-node demo [ARGS]`: writes a few synthetic hand studies and a CT series under
+#    var/demo, imports the models shipped with dicom-node the first time (`--train` trains
+#    small ones instead, a few minutes on 2 CPU cores), starts Orthanc and the node, sends
+#    the studies from Orthanc, waits for the SR / SC / GSPS to come back and prints tables
+#    of what came back beside the truth. Delete var/demo to start afresh.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

@@ -34,6 +34,12 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     entries, _problems = load_demo_entries()  # run_demo reports the problems
     for entry in entries:
         entry.add_options(p)
+    p.add_argument(
+        "--train",
+        action="store_true",
+        help="train demo-sized models where none is active, instead of importing the "
+        "models shipped with dicom-node",
+    )
     p.add_argument("--keep-running", action="store_true")
     p.add_argument("--timeout", type=float, default=900.0)
     p.set_defaults(func=cmd_demo)
@@ -62,6 +68,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         seed=args.seed,
         use_orthanc=args.orthanc,
         keep_running=args.keep_running,
+        train=args.train,
         timeout_seconds=args.timeout,
         entry_options=args,
     )

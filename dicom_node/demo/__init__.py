@@ -7,10 +7,11 @@ generic rest, one loop over the entries (``run``):
 1. each entry writes its synthetic studies with what is true of them — hand films at
    known angles (``hand_orientation``), a chest–abdomen–pelvis CT phantom whose zones are
    known (``ct_body_part``; ``--ct-slices 0``: none);
-2. each entry trains a small model when its pipeline has none active — an orientation
-   model on synthetic films, a body part regressor (AlexNet variant) on synthetic CT
-   phantoms; a few minutes each on two CPU cores; the papers' networks stay the defaults
-   for real use — which is imported and activated;
+2. a pipeline with no active model gets the model shipped with dicom-node
+   (``pipelines/shipped``), imported and activated; with ``--train`` (or where none is
+   shipped) its entry trains a small one instead — an orientation model on synthetic
+   films, a body part regressor (AlexNet variant) on synthetic CT phantoms; a few minutes
+   each on two CPU cores; the papers' networks stay the defaults for real use;
 3. starts a local Orthanc as the PACS when ``/usr/sbin/Orthanc`` is installed
    (``orthanc``), otherwise a second receiving SCP standing in for it, and the node itself
    (receiver, scheduler, one worker process) with one route per entry: its modalities →

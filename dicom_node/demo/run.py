@@ -23,6 +23,7 @@ from dicom_node.demo.results import DemoError, wait_for_results
 from dicom_node.jobs.model_registry import NO_MODEL, active_model_version, import_model
 from dicom_node.settings import NodeSettings
 from dicom_node.trainers import TrainerUnavailable
+from pipelines.shipped import shipped_model
 
 NODE_AET = "DICOM_NODE"
 PACS_AET = "DEMO_PACS"
@@ -38,6 +39,9 @@ class DemoOptions:
     use_orthanc: bool | None = None  # None: when installed
     keep_running: bool = False
     timeout_seconds: float = 900.0
+    #: Train a demo-sized model for each pipeline without an active one, instead of
+    #: importing the model shipped with the project (``pipelines/shipped``).
+    train: bool = False
     entry_options: argparse.Namespace = field(default_factory=argparse.Namespace)
 
 
@@ -78,10 +82,17 @@ def demo_settings(
 
 
 def ensure_model(
-    engine: Engine, settings: NodeSettings, entry: DemoEntry, run: DemoRun, console: Console
+    engine: Engine,
+    settings: NodeSettings,
+    entry: DemoEntry,
+    run: DemoRun,
+    console: Console,
+    *,
+    train: bool = False,
 ) -> ModelState:
-    """The entry's active model; the entry trains a small one if there is none, which is
-    imported and activated."""
+    """The entry's active model. When there is none, the model shipped with the project is
+    imported and activated, or (``train``, or none shipped) the entry trains a small one,
+    which is imported and activated."""
     with engine.connect() as conn:
         version = active_model_version(conn, entry.pipeline)
     if version != NO_MODEL:
@@ -89,6 +100,14 @@ def ensure_model(
             f"model: {entry.pipeline} {version} (active; delete {settings.model_dir} to retrain)"
         )
         return ModelState(version, False)
+    shipped = None if train else shipped_model(entry.pipeline)
+    if shipped is not None:
+        card = import_model(engine, shipped, settings.model_dir, activate=True)
+        console.print(
+            f"model: {entry.pipeline} {card.version} (shipped with dicom-node; `--train` "
+            "trains a demo-sized one instead)"
+        )
+        return ModelState(card.version, False)
     model = entry.train(run, console)
     card = import_model(engine, model.folder, settings.model_dir, activate=True)
     console.print(f"model {entry.pipeline} {card.version}: {model.quality}")
@@ -144,7 +163,8 @@ def run_demo(
     migrate.upgrade(engine)
     _forget_earlier_runs(engine, workdir, settings, every, run)
     models = {
-        entry.pipeline: ensure_model(engine, settings, entry, run, console) for entry in enabled
+        entry.pipeline: ensure_model(engine, settings, entry, run, console, train=options.train)
+        for entry in enabled
     }
     cases: dict[str, list[DemoCase]] = {
         entry.pipeline: list(entry.write_cases(run, console)) for entry in enabled

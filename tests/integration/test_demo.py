@@ -1,8 +1,8 @@
 """``dicom-node demo`` end to end, as a newcomer runs it (with a smaller film and model).
 
-The first run has no models: it trains one per pipeline (the ``smoke`` presets) and uses
-a receiving SCP as the PACS; the second run finds the models active and uses a real
-Orthanc. Both must bring every hand study back with its SR, SC and (for right-angle turns)
+The first run has no models and ``--train``: it trains one per pipeline (the ``smoke``
+presets) and uses a receiving SCP as the PACS; the second run finds the models active and
+uses a real Orthanc. A run on an empty store without ``--train`` takes the shipped models. Both must bring every hand study back with its SR, SC and (for right-angle turns)
 GSPS, and the small CT series (40 slices of 128²) with its SR and score plot SC, its zones
 in ``demo-report.json`` and the plot as a PNG in the work folder.
 """
@@ -20,6 +20,8 @@ from typing import Any
 import pydicom
 import pytest
 
+from pipelines.model_store import read_model_card
+from pipelines.shipped import shipped_models
 from tests.peers import require_tool
 from training.ct_body_part.train import CROSS_CHECK_WARNING_PCT
 
@@ -46,7 +48,7 @@ def demo(workdir: Path, *args: str) -> tuple[dict[str, object], str]:
 
 def test_demo_trains_a_model_and_brings_every_study_back(tmp_path: Path) -> None:
     require_tool("Orthanc")
-    first, printed = demo(tmp_path / "demo", "--no-orthanc")
+    first, printed = demo(tmp_path / "demo", "--no-orthanc", "--train")
     assert first["trained"] is True
     studies = first["studies"]
     assert isinstance(studies, list) and len(studies) == 3
@@ -78,6 +80,31 @@ def test_demo_trains_a_model_and_brings_every_study_back(tmp_path: Path) -> None
     ct = check_ct(second, tmp_path / "demo")
     assert ct["trained"] is False and ct["model_version"] == first_ct["model_version"]
     assert {"CT", "SR", "OT"} <= set(ct["in_pacs"]), ct
+
+
+def test_the_first_run_takes_the_shipped_models_and_gets_the_ct_right(tmp_path: Path) -> None:
+    """Without --train an empty store gets the models shipped with dicom-node: nothing is
+    trained, the CT's zone boundaries lie within 50 mm of the phantom's and a normal
+    series raises no anomaly, the films come back upright within a few degrees."""
+    require_tool("Orthanc")
+    shipped = {name: read_model_card(folder).version for name, folder in shipped_models().items()}
+    report, printed = demo(tmp_path / "demo", "--no-orthanc")
+    assert "shipped with dicom-node" in printed
+    assert report["trained"] is False and report["model_version"] == shipped["hand_orientation"]
+    errors = [abs(float(s["error_deg"])) for s in report["studies"]]  # type: ignore[union-attr]
+    assert max(errors) < 8.0, report["studies"]
+    ct = check_ct(report, tmp_path / "demo")
+    assert ct["trained"] is False and ct["model_version"] == shipped["ct_body_part"]
+    assert ct["anomaly"] is False and ct["monotonic"] is True and ct["r"] >= 0.99, ct
+    assert [zone["zone"] for zone in ct["zones"]] == ["chest", "abdomen", "pelvis"], ct
+    found = {zone["zone"]: zone for zone in ct["zones"]}
+    true = ct["true_zones"]
+    for upper, lower in (("chest", "abdomen"), ("abdomen", "pelvis")):
+        boundary = (found[upper]["z_bottom_mm"] + found[lower]["z_top_mm"]) / 2.0
+        true_boundary = (true[upper]["z_bottom_mm"] + true[lower]["z_top_mm"]) / 2.0
+        # The shipped model's boundaries lie 5 to 41 mm off on phantoms (tests/unit/
+        # test_shipped_models.py); this series' slices are about 19 mm apart.
+        assert abs(boundary - true_boundary) <= 50.0, (upper, lower, ct)
 
 
 def check_ct(report: dict[str, object], workdir: Path) -> dict[str, Any]:

@@ -57,7 +57,7 @@ class CtBodyPartDemo:
         parser.add_argument(
             "--ct-slices",
             type=int,
-            default=120,
+            default=300,
             help="slices of the synthetic chest-abdomen-pelvis CT series (0: no CT part)",
         )
         parser.add_argument(

@@ -27,7 +27,9 @@ def register(commands: TrainerCommands) -> None:
         "--labels CSV (file or sop_instance_uid, angle_deg) or --synthetic N. The model "
         "folder goes into the store and is registered (--activate makes new jobs use it).",
     )
-    p.add_argument("--preset", help="paper | demo | smoke (default: ResNet-50 from random weights)")
+    p.add_argument(
+        "--preset", help="paper | cpu | demo | smoke (default: ResNet-50 from random weights)"
+    )
     p.add_argument("--data", type=Path, help="folder of DICOM films")
     p.add_argument("--labels", type=Path, help="CSV: file or sop_instance_uid, angle_deg")
     p.add_argument("--synthetic", type=int, help="train on N synthetic hand films")

@@ -1,0 +1,73 @@
+"""``python -m training.ship FOLDER --command "..." --wall-time-s N``: a trained model folder
+into ``pipelines/shipped/<pipeline>/<version>/``, its card saying how to make it again.
+
+The card's ``training_data["reproduce"]`` gets the command that trained it, the machine
+(processor, cores, Python, torch) and the wall time; the config (seed, data, sizes) and the
+held-out metrics are on the card already. The weights' checksum is verified before the
+copy and the card is written anew beside the same weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from pipelines.model_store import read_model_card, write_model_card
+from pipelines.shipped import SHIPPED_DIR
+
+
+def machine() -> dict[str, Any]:
+    """What the run's wall time depends on: processor, cores, Python and torch (its threads
+    are on the card already: ``training_data["torch_threads"]``)."""
+    import torch
+
+    model = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines()
+                 if ln.startswith("model name")]  # fmt: skip
+        model = names[0] if names else model
+    return {
+        "processor": model,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+
+
+def ship(folder: Path, command: str, wall_time_s: float, target_root: Path = SHIPPED_DIR) -> Path:
+    """Copy ``folder`` (a verified model folder) to ``target_root/<pipeline>/<version>`` and
+    record how it was made on its card; refuses to replace a shipped version."""
+    card = read_model_card(folder)  # checks the weights against the card
+    target = target_root / card.pipeline / card.version
+    if target.exists():
+        raise FileExistsError(f"{target} exists: a shipped version is never replaced")
+    shutil.copytree(folder, target)
+    reproduce = {"command": command, "wall_time_s": round(wall_time_s), "machine": machine()}
+    write_model_card(
+        target, replace(card, training_data={**card.training_data, "reproduce": reproduce})
+    )
+    read_model_card(target)
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.ship", description=__doc__)
+    parser.add_argument("folder", type=Path, help="a trained model folder")
+    parser.add_argument("--command", required=True, help="the command that trained it")
+    parser.add_argument("--wall-time-s", type=float, required=True, help="how long it took")
+    args = parser.parse_args(argv)
+    target = ship(args.folder, args.command, args.wall_time_s)
+    print(json.dumps({"shipped": str(target)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
