@@ -43,7 +43,7 @@ from typing import Any, Self
 
 import pytest
 
-from dicom_node.demo.orthanc import OrthancError
+from dicom_node.demo.orthanc import OrthancError, log_tail, stop_process
 from dicom_node.demo.orthanc import OrthancProcess as SharedOrthancProcess
 from dicom_node.net.netutil import free_port as netutil_free_port
 
@@ -153,12 +153,12 @@ def wait_for_port(
         if process is not None and process.poll() is not None:
             raise PeerStartError(
                 f"{_describe(process)} exited with status {process.returncode} before "
-                f"{host}:{port} accepted connections{_log_tail(log)}"
+                f"{host}:{port} accepted connections{log_tail(log)}"
             )
         if time.monotonic() >= deadline:
             raise TimeoutError(
                 f"nothing accepted TCP connections on {host}:{port} within {timeout:g} s"
-                f"{_log_tail(log)}"
+                f"{log_tail(log)}"
             )
         time.sleep(0.05)
 
@@ -168,17 +168,6 @@ def _describe(process: subprocess.Popen[Any]) -> str:
     if isinstance(args, (list, tuple)) and args:
         return Path(str(args[0])).name
     return str(args)
-
-
-def _log_tail(log: Path | None, lines: int = 40) -> str:
-    if log is None:
-        return ""
-    try:
-        text = log.read_text(errors="replace").splitlines()
-    except OSError:
-        return f"\n(no log at {log})"
-    tail = "\n".join(text[-lines:])
-    return f"\n--- last lines of {log} ---\n{tail}"
 
 
 def _venv_bin_dirs() -> set[Path]:
@@ -228,18 +217,6 @@ def _env(tcp_nodelay: bool, extra: Mapping[str, str] | None = None) -> dict[str,
     if extra:
         env.update(extra)
     return env
-
-
-def _stop_process(process: subprocess.Popen[Any] | None, timeout: float = 10) -> None:
-    """SIGTERM, wait, then SIGKILL; safe to call twice."""
-    if process is None or process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=timeout)
 
 
 # -- dcmtk / dicom3tools command wrappers ----------------------------------------------
@@ -396,7 +373,7 @@ class StorescpProcess:
         return sorted(p for p in self.output_dir.iterdir() if p.is_file())
 
     def stop(self) -> None:
-        _stop_process(self.process)
+        stop_process(self.process)
         if self._log is not None:
             self._log.close()
             self._log = None
@@ -408,7 +385,7 @@ class StorescpProcess:
         self.stop()
 
     def log_tail(self, lines: int = 40) -> str:
-        return _log_tail(self.log_path, lines)
+        return log_tail(self.log_path, lines)
 
     def __enter__(self) -> Self:
         return self.start()
@@ -525,7 +502,7 @@ class PostgresProcess:
         if result.returncode != 0:
             raise PeerStartError(
                 f"{Path(args[0]).name} failed with status {result.returncode}:\n"
-                f"{result.stdout}{result.stderr}{_log_tail(self.log_path)}"
+                f"{result.stdout}{result.stderr}{log_tail(self.log_path)}"
             )
         return result
 
@@ -610,7 +587,7 @@ class PostgresProcess:
         self.stop()
 
     def log_tail(self, lines: int = 40) -> str:
-        return _log_tail(self.log_path, lines)
+        return log_tail(self.log_path, lines)
 
     def __enter__(self) -> Self:
         return self.start()

@@ -75,6 +75,18 @@ def log_tail(log: Path | None, lines: int = 40) -> str:
     return f"\n--- last lines of {log} ---\n{tail}"
 
 
+def stop_process(process: subprocess.Popen[Any] | None, timeout: float = 10) -> None:
+    """SIGTERM, wait, then SIGKILL; safe to call twice (and for a process never started)."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout)
+
+
 def _port_open(port: int) -> bool:
     try:
         with socket.create_connection((LOCALHOST, port), timeout=0.5):
@@ -231,14 +243,7 @@ class OrthancProcess:
 
     def stop(self) -> None:
         """SIGTERM, wait, then SIGKILL; safe to call twice."""
-        process = self.process
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=20)
+        stop_process(self.process, timeout=20)
         if self._log is not None:
             self._log.close()
             self._log = None
