@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from dicom_node.errors import OutOfResources, UnsafePath
-from dicom_node.uids import validate_uid
+from dicom_node.uids import received_uid
 
 logger = logging.getLogger(__name__)
 
@@ -90,9 +90,9 @@ class DurableStore:
 
     def relative_path_for(self, study_uid: str, series_uid: str, sop_uid: str) -> str:
         parts = [
-            validate_uid(study_uid, "StudyInstanceUID"),
-            validate_uid(series_uid, "SeriesInstanceUID"),
-            validate_uid(sop_uid, "SOPInstanceUID") + SUFFIX,
+            received_uid(study_uid, "StudyInstanceUID"),
+            received_uid(series_uid, "SeriesInstanceUID"),
+            received_uid(sop_uid, "SOPInstanceUID") + SUFFIX,
         ]
         return "/".join(parts)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,7 +16,9 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from dicom_node.db.engine import write_transaction
 from dicom_node.db.models import Instance, Series, Study, StudyState, UTCDateTime
 from dicom_node.errors import OutOfResources, UnreadableDataset
-from dicom_node.uids import validate_uid
+from dicom_node.uids import is_conformant_uid, received_uid, validate_uid
+
+logger = logging.getLogger(__name__)
 
 _HEADER_TAGS = [
     "StudyInstanceUID",
@@ -60,11 +63,19 @@ def read_header(path: Path) -> InstanceHeader:
         transfer_syntax = ds.file_meta.TransferSyntaxUID
     except (InvalidDicomError, AttributeError, ValueError, KeyError, EOFError, OSError) as exc:
         raise UnreadableDataset(f"cannot parse dataset: {exc}") from exc
-    # validate_uid raises InvalidUID, which the receiver maps to its own status.
-    study = validate_uid(ds.get("StudyInstanceUID"), "StudyInstanceUID")
-    series = validate_uid(ds.get("SeriesInstanceUID"), "SeriesInstanceUID")
-    sop = validate_uid(ds.get("SOPInstanceUID"), "SOPInstanceUID")
+    # received_uid raises InvalidUID, which the receiver maps to its own status.
+    study = received_uid(ds.get("StudyInstanceUID"), "StudyInstanceUID")
+    series = received_uid(ds.get("SeriesInstanceUID"), "SeriesInstanceUID")
+    sop = received_uid(ds.get("SOPInstanceUID"), "SOPInstanceUID")
     sop_class = validate_uid(ds.get("SOPClassUID"), "SOPClassUID")
+    odd = [name for name, uid in (("Study", study), ("Series", series), ("SOP", sop))
+           if not is_conformant_uid(uid)]  # fmt: skip
+    if odd:
+        logger.warning(
+            "instance %s: its %s Instance UID is not a conformant UID; kept as sent",
+            sop,
+            " and ".join(odd),
+        )
     number: int | None
     try:
         raw_number = ds.get("InstanceNumber")

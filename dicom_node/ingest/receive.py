@@ -20,17 +20,21 @@ from enum import IntEnum
 from pathlib import Path
 from typing import IO, Any
 
-from pydicom.uid import AllTransferSyntaxes
 from pynetdicom import AE, _config, dimse_messages, evt
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
-from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy import Engine
 
 from dicom_node.errors import InvalidUID, OutOfResources, UnreadableDataset, UnsafePath
 from dicom_node.ingest.index import index_instance, lookup_instance, read_header
+from dicom_node.ingest.store_requests import (
+    ACCEPTED_TRANSFER_SYNTAXES,
+    SOP_CLASS_NOT_SUPPORTED,
+    install_store_request_guard,
+    register_storage_sop_classes,
+)
 from dicom_node.net.netutil import set_tcp_nodelay
 from dicom_node.net.pynetdicom_hooks import check_pynetdicom_hooks
 from dicom_node.settings import AllowedCaller, NodeSettings, TLSSettings
@@ -50,15 +54,12 @@ class StoreStatus(IntEnum):
     INVALID_IDENTIFIERS = 0xC001  # a UID that is missing, malformed or unsafe as a path
     SOP_INSTANCE_MISMATCH = 0xC002  # the dataset's SOP Instance UID is not the request's
     PROCESSING_FAILURE = 0x0110  # an unexpected error, recorded in the log
+    SOP_CLASS_NOT_SUPPORTED = SOP_CLASS_NOT_SUPPORTED  # answered by store_requests
 
 
 class EchoStatus(IntEnum):
     SUCCESS = 0x0000
 
-
-# Transfer syntaxes accepted for every storage SOP class. The dataset is stored as
-# received; decoding is the pipelines' job.
-ACCEPTED_TRANSFER_SYNTAXES: tuple[str, ...] = tuple(str(uid) for uid in AllTransferSyntaxes)
 
 # How often the listener checks for shutdown (pynetdicom's default is 0.5 s).
 _SHUTDOWN_POLL_SECONDS = 0.05
@@ -249,6 +250,7 @@ class Receiver:
     def __init__(self, settings: NodeSettings, store: DurableStore, engine: Engine) -> None:
         check_pynetdicom_hooks()  # before any patch: a missing internal stops the start
         _install_spooling()
+        install_store_request_guard()
         self.settings = settings
         self.store = store
         self.engine = engine
@@ -264,9 +266,8 @@ class Receiver:
         self.ae.acse_timeout = settings.acse_timeout_seconds
         self.ae.dimse_timeout = settings.dimse_timeout_seconds
         self.ae.add_supported_context(Verification)
-        for context in AllStoragePresentationContexts:
-            if context.abstract_syntax is not None:
-                self.ae.add_supported_context(context.abstract_syntax, ACCEPTED_TRANSFER_SYNTAXES)
+        for sop_class in register_storage_sop_classes():
+            self.ae.add_supported_context(sop_class, ACCEPTED_TRANSFER_SYNTAXES)
         self._server: ThreadedAssociationServer | None = None
         self._thread: threading.Thread | None = None
 

@@ -11,6 +11,10 @@ The receiver's durability rests on pynetdicom internals that are not its public 
   pynetdicom's log; setting a name a module no longer has raises nothing;
 * ``transport.ThreadedAssociationServer``'s ``get_request`` (pynetdicom's TLS wrap, moved
   into the connection's thread), ``process_request_thread`` and ``service_actions``;
+* ``Association._serve_request`` (wrapped by ``dicom_node.ingest.store_requests`` so that
+  a C-STORE naming a SOP class with no storage service is refused with 0x0122 instead of
+  aborting the association), the ``uid_to_service_class`` it looks up, and the
+  association's ``_accepted_cx`` and ``_sent_release``;
 * ``AE.require_calling_aet`` (a property the allowlist overrides), ``AE._servers`` (where
   ``ae.shutdown()`` finds servers) and ``DULServiceProvider.assoc`` (how the spool file
   finds its association's AE).
@@ -22,13 +26,15 @@ each missing piece, so that an upgrade cannot drop durability without a word.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import types
 from collections.abc import Iterator
 
 import pynetdicom
-from pynetdicom import _config, dimse_messages, transport
+from pynetdicom import _config, association, dimse_messages, transport
 from pynetdicom.ae import ApplicationEntity
+from pynetdicom.association import Association
 from pynetdicom.dul import DULServiceProvider
 
 from dicom_node.errors import NodeError
@@ -80,6 +86,8 @@ def missing_hooks(
     server: type = transport.ThreadedAssociationServer,
     ae: type = ApplicationEntity,
     dul: type = DULServiceProvider,
+    assoc: type = Association,
+    assoc_module: types.ModuleType = association,
 ) -> list[str]:
     """What of the patched internals is missing (empty: all there)."""
     missing = [f"pynetdicom._config.{n}" for n in _CONFIG_NAMES if not hasattr(config, n)]
@@ -101,6 +109,22 @@ def missing_hooks(
         missing.append("ApplicationEntity._servers")
     if not isinstance(getattr(dul, "assoc", None), property):
         missing.append("DULServiceProvider.assoc")
+    serve_request = getattr(assoc, "_serve_request", None)
+    # The wrapped original once the receiver has wrapped it (functools.wraps).
+    serve = getattr(inspect.unwrap(serve_request), "__code__", None) if serve_request else None
+    if serve is None:
+        missing.append("Association._serve_request")
+    elif "uid_to_service_class" not in serve.co_names or not hasattr(
+        assoc_module, "uid_to_service_class"
+    ):
+        missing.append(
+            "the uid_to_service_class lookup in Association._serve_request (a C-STORE of an "
+            "unsupported SOP class could abort the association again)"
+        )
+    init_names = assoc.__init__.__code__.co_names  # type: ignore[misc]
+    missing += [
+        f"Association.{n}" for n in ("_accepted_cx", "_sent_release") if n not in init_names
+    ]
     return missing
 
 

@@ -42,7 +42,8 @@ BAD_UIDS = [
     pytest.param("1.2\\3", id="backslash"),
     pytest.param("1.2.3\x00.4", id="nul"),
     pytest.param("1." + "2" * 68, id="70-chars"),
-    pytest.param("abc", id="letters"),
+    pytest.param("1.2 3", id="space"),
+    pytest.param("-1.2", id="leading-dash"),
     pytest.param("/etc/passwd", id="absolute"),
     pytest.param(".", id="dot"),
 ]
@@ -104,7 +105,7 @@ def test_association_survives_refusals(
     store_scu: Callable[..., Any],
 ) -> None:
     node = receiver()
-    bad = [make_instance(study_uid="../../etc"), make_instance(series_uid="abc")]
+    bad = [make_instance(study_uid="../../etc"), make_instance(series_uid="a b")]
     good = make_instance()
 
     outcome = store_scu(node.port, [*bad, good])

@@ -86,6 +86,39 @@ def test_server_ae_and_dul_changes_are_named() -> None:
     assert missing_hooks(ae=ApplicationEntity) == []
 
 
+def test_association_changes_are_named() -> None:
+    from pynetdicom import association
+    from pynetdicom.association import Association
+
+    assert missing_hooks(assoc=Association) == []
+
+    class NoServe:
+        def __init__(self) -> None:
+            self._accepted_cx: dict[int, object] = {}
+            self._sent_release = False
+
+    assert missing_hooks(assoc=NoServe) == ["Association._serve_request"]
+
+    class ServesOtherwise(NoServe):
+        def _serve_request(self, msg: object, context_id: int) -> None:
+            return None  # no longer looks the service class up by uid_to_service_class
+
+    (problem,) = missing_hooks(assoc=ServesOtherwise)
+    assert "uid_to_service_class lookup in Association._serve_request" in problem
+
+    class Renamed:
+        def __init__(self) -> None:
+            self.accepted_contexts: dict[int, object] = {}
+
+        def _serve_request(self, msg: object, context_id: int) -> None:
+            association.uid_to_service_class(str(msg))
+
+    assert missing_hooks(assoc=Renamed) == [
+        "Association._accepted_cx",
+        "Association._sent_release",
+    ]
+
+
 def test_a_missing_hook_stops_the_receiver_before_it_patches(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

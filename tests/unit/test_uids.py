@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dicom_node.errors import InvalidUID
-from dicom_node.uids import validate_uid
+from dicom_node.uids import is_conformant_uid, received_uid, validate_uid
 
 LONGEST = "1." + "2" * 62  # 64 characters
 
@@ -96,3 +96,25 @@ def test_invalid_uid_is_a_value_error() -> None:
     """Callers that catch ValueError (pydicom style) see it too."""
     with pytest.raises(ValueError):
         validate_uid("../etc")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "1.2.840.10008.5.1.4.1.1.2",
+        "05fa52f0e599f17b8186ff18fcdf2b5570a52206a75c4d03afebf5c475dc8758",  # a hex digest
+        "1.2.03",  # a leading zero
+        "ANON_1-2.3",
+    ],
+)
+def test_received_uids_may_be_non_conformant_when_safe_as_a_path_part(value: str) -> None:
+    assert received_uid(value + "\x00") == value
+    assert is_conformant_uid(value) == (value == "1.2.840.10008.5.1.4.1.1.2")
+
+
+@pytest.mark.parametrize(
+    "value", ["", ".", "..", "../x", "a/b", "a\\b", "1.2 3", "-1", "_x", "é1", "1" * 65, None, 12]
+)
+def test_received_uids_that_are_unsafe_are_refused(value: object) -> None:
+    with pytest.raises(InvalidUID):
+        received_uid(value)
