@@ -1,5 +1,7 @@
 """From Hounsfield units to the network's input.
 
+0. (``slices_to_inputs``) Each slice is turned to the standard axial view its
+   orientation calls for (``view.py``).
 1. Window: HU clipped to ``hu_window`` and mapped linearly to 0..255 (one wide window
    that keeps air, lung, fat, soft tissue and bone apart; the paper does not state its
    window).
@@ -113,10 +115,11 @@ def slice_to_input(hu: np.ndarray, spec: InputSpec) -> np.ndarray:
 
 def slices_to_inputs(slices: Sequence[CtSlice], spec: InputSpec) -> np.ndarray:
     """The network's (N, size, size) uint8 images of ``slices``, decoded in the order given
-    (``read_slices_hu``), each through ``slice_to_input``."""
+    (``read_slices_hu``), each turned to the standard axial view (``CtSlice.view``) and
+    through ``slice_to_input``."""
     images = np.empty((len(slices), spec.size, spec.size), dtype=np.uint8)
-    for row, hu in enumerate(read_slices_hu(slices)):
-        images[row] = slice_to_input(hu, spec)
+    for row, (item, hu) in enumerate(zip(slices, read_slices_hu(slices), strict=True)):
+        images[row] = slice_to_input(item.view.apply(hu), spec)
     return images
 
 

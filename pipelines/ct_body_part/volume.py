@@ -13,6 +13,10 @@ Position (Patient) from the Per-frame Functional Groups, its orientation, pixel 
 and rescale taken from the frame's functional groups or the shared ones (PS3.3
 C.7.6.16). Single-frame files and multi-frame images may be mixed in one series.
 
+Each slice also records how its pixels turn to the standard axial view (``view.py``),
+from its orientation; decoding keeps the stored layout, and the pipeline's input
+preparation applies the view.
+
 ``read_ct_geometry`` reads only the headers (pixel data stays on disk) and sets aside
 what is not an axial slice of the stack: localizers, other orientations, other frames of
 reference, files or frames without position, and all but one of slices at the same
@@ -44,6 +48,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.pixels import pixel_array
 
+from pipelines.ct_body_part.view import STANDARD_VIEW, InPlaneView, in_plane_view
 from pipelines.errors import PipelineInputError
 from pipelines.film_io import (
     DEFER_BYTES,
@@ -96,6 +101,8 @@ class CtSlice:
     frame: int | None = None
     #: Where its uncompressed pixel data lies; None for compressed or unusual data.
     native: NativePixels | None = None
+    #: What turns its pixels to the standard axial view (from its orientation).
+    view: InPlaneView = STANDARD_VIEW
 
 
 @dataclass(frozen=True)
@@ -290,6 +297,7 @@ def _candidate(
         z_mm=_centre_z(header, position, row, column, pixel_spacing),
         instance_number=instance_number,
         frame=frame,
+        view=in_plane_view(orientation),
     )
     key = tuple(round(v / ORIENTATION_TOLERANCE) for v in orientation)
     return item, key, str(header.get("FrameOfReferenceUID", ""))

@@ -36,7 +36,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from pipelines.ct_body_part.model import PIPELINE_NAME, load_model, network_scores
+from pipelines.ct_body_part.model import PIPELINE_NAME, UbrModel, load_model, network_scores
 from pipelines.ct_body_part.network import ARCHITECTURES, build_network, set_trainable
 from pipelines.ct_body_part.preprocess import InputSpec, network_batch
 from pipelines.ct_body_part.vgg16_init import load_vgg16_init
@@ -69,6 +69,7 @@ from training.ct_body_part.evaluate import (
     write_evaluation,
 )
 from training.ct_body_part.losses import ubr_loss
+from training.ct_body_part.real_slices import score_real_slices
 from training.ct_body_part.sampler import SliceGroup, sample_groups
 from training.runs import (
     check_loss_finite,
@@ -661,6 +662,7 @@ def _write_model_folder(
             "evaluation_seconds": round(time.perf_counter() - started, 1),
             "calibration_accuracy_pct": calibration.accuracy_pct,
             "calibration_cross_check_pct": None if cross_check is None else round(cross_check, 2),
+            **_real_slice_metrics(model),
         }
         write_evaluation(
             evaluation,
@@ -702,6 +704,20 @@ def _write_model_folder(
             advice,
         )
     return TrainedModel(out_dir / version, card, evaluation, kept.history)
+
+
+def _real_slice_metrics(model: UbrModel) -> dict[str, Any]:
+    """The model's scores on real CT slices of known regions (``real_slices.py``) and
+    whether they rise head to feet; nothing when the package holding them is missing."""
+    try:
+        scores = score_real_slices(model)
+    except FileNotFoundError as exc:
+        logger.warning("real CT slices not scored: %s", exc)
+        return {}
+    values = list(scores.values())
+    in_order = all(a < b for a, b in zip(values, values[1:], strict=False))
+    logger.info("real CT slices: %s (%s)", scores, "in order" if in_order else "NOT in order")
+    return {"real_slices": scores, "real_slices_in_order": in_order}
 
 
 #: This trainer as the node and the demo see it (``training.contract``).
