@@ -33,7 +33,7 @@ from dicom_node.output.deliver import Deliverer
 from dicom_node.output.encode import DeviceIdentity
 from dicom_node.settings import NodeSettings
 from dicom_node.store import DurableStore
-from pipelines import PipelineRegistry
+from pipelines import PipelineRegistry, PipelineUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +145,8 @@ class Node:
         self.receiver = Receiver(settings, self.parts.store, self.parts.engine)
         self.deliverer = self.parts.deliverer()
         self.scheduler = BackgroundScheduler(timezone="UTC")
+        # Only asked for scopes: a built-in's is declared, so nothing is imported here.
+        self.pipelines = PipelineRegistry(settings.extra_pipelines, settings.pipeline_options)
         self._spawn_worker = spawn_worker
         self.workers: list[BaseProcess] = []
         self._lock = threading.Lock()
@@ -190,9 +192,18 @@ class Node:
                 self.parts.queue,
                 self.settings.routes,
                 self.settings.stable_after_seconds,
+                scope_of=self.pipeline_scope,
             )
         except OutOfResources as exc:
             logger.warning("stable check postponed: %s", exc)
+
+    def pipeline_scope(self, name: str) -> str:
+        """A routed pipeline's scope; "series" for one that cannot be loaded (its job then
+        fails with the reason, as any job of a missing pipeline does)."""
+        try:
+            return self.pipelines.scope(name)
+        except PipelineUnavailable:
+            return "series"
 
     def deliver_due(self) -> None:
         try:

@@ -1,7 +1,10 @@
 """The pipeline contract: what a pipeline is given and what it must return.
 
 A pipeline is any object with a ``name`` and a ``run(series) -> PipelineResult``
-method; ``isinstance(obj, Pipeline)`` checks it at load time. Encoding results as
+method; ``isinstance(obj, Pipeline)`` checks it at load time. A pipeline decides per
+series (the default) or per study: a **study-scoped** pipeline has ``scope = "study"``
+and its ``run`` is given a ``StudyInput``, every routed series of the study at once (MURA
+decides over all the views of a study, which often come in several series). Encoding results as
 DICOM belongs to ``dicom_node``, not to the pipelines: a result says *what* was found
 (values with UCUM units and coded concepts, qualitative findings, derived pictures, how to
 show a source image) and the node turns it into a Structured Report, Secondary Capture
@@ -42,6 +45,36 @@ class SeriesInput:
     files: tuple[Path, ...]  # Part 10 files, in InstanceNumber order (geometry is the pipeline's)
     model_version: str
     model_dir: Path | None = None  # the active model's folder, when the pipeline has one
+
+
+#: What a pipeline decides on: one series, or every routed series of a study.
+PipelineScope = Literal["series", "study"]
+SCOPES: tuple[PipelineScope, ...] = ("series", "study")
+
+
+@dataclass(frozen=True)
+class StudyInput:
+    """Every series of one study routed to a study-scoped pipeline, ready for it.
+
+    ``series`` are in the order they were first received; each carries its own files
+    (in InstanceNumber order). ``files`` is all of them, series after series: the order
+    ``Measurement.slice_index`` and the source headers follow for a study.
+    """
+
+    study_instance_uid: str
+    series: tuple[SeriesInput, ...]
+    model_version: str
+    model_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        if not self.series:
+            raise ValueError("a study input needs at least one series")
+        if any(s.study_instance_uid != self.study_instance_uid for s in self.series):
+            raise ValueError("every series of a study input belongs to its study")
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        return tuple(path for series in self.series for path in series.files)
 
 
 @dataclass(frozen=True)
@@ -273,6 +306,37 @@ class PresentationTransform:
 
 
 @dataclass(frozen=True)
+class KeyObjectSelection:
+    """Source images a reader should look at first, written as a Key Object Selection
+    document (PS3.3 A.35.4) in the source study, so a viewer can jump to them.
+
+    ``title`` is the document title, a code of CID 7010 (e.g. ``Code("113000", "DCM",
+    "Of Interest")``); ``sop_instance_uids`` are source instances, in the order to show
+    them (at least one, no repeats); ``description`` is the Key Object Description (the
+    text a viewer shows with the selection, at most 1024 characters).
+    """
+
+    title: Code
+    sop_instance_uids: tuple[str, ...]
+    description: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.title, Code):
+            raise TypeError("a key object selection's title must be a Code")
+        if not isinstance(self.sop_instance_uids, tuple):
+            object.__setattr__(self, "sop_instance_uids", tuple(self.sop_instance_uids))
+        if not self.sop_instance_uids:
+            raise ValueError("a key object selection needs at least one image")
+        if len(set(self.sop_instance_uids)) != len(self.sop_instance_uids):
+            raise ValueError("a key object selection names each image once")
+        for uid in self.sop_instance_uids:
+            _check_uid(uid, "key object")
+        text = self.description
+        if not isinstance(text, str) or not text.strip() or len(text) > 1024:
+            raise ValueError("a key object selection needs a description of 1..1024 characters")
+
+
+@dataclass(frozen=True)
 class PipelineResult:
     """What a pipeline returns for one series.
 
@@ -297,6 +361,7 @@ class PipelineResult:
     presentation_transforms: tuple[PresentationTransform, ...] = ()
     log_measurements: tuple[Measurement, ...] = ()
     source_headers: tuple[Dataset, ...] = ()
+    key_objects: tuple[KeyObjectSelection, ...] = ()
 
     def __post_init__(self) -> None:
         # Lists are accepted for convenience and frozen into tuples.
@@ -307,6 +372,7 @@ class PipelineResult:
             "presentation_transforms",
             "log_measurements",
             "source_headers",
+            "key_objects",
         ):
             value = getattr(self, name)
             if not isinstance(value, tuple):
@@ -317,6 +383,8 @@ class PipelineResult:
             raise TypeError("presentation_transforms must be PresentationTransform values")
         if not all(isinstance(h, Dataset) for h in self.source_headers):
             raise TypeError("source_headers must be pydicom Datasets")
+        if not all(isinstance(k, KeyObjectSelection) for k in self.key_objects):
+            raise TypeError("key_objects must be KeyObjectSelection values")
         _ = self.model  # validates pipeline, version and checksum
 
     @property
@@ -334,6 +402,7 @@ class PipelineResult:
         derived_images: tuple[DerivedImage, ...] = (),
         presentation_transforms: tuple[PresentationTransform, ...] = (),
         log_measurements: tuple[Measurement, ...] = (),
+        key_objects: tuple[KeyObjectSelection, ...] = (),
     ) -> PipelineResult:
         return cls(
             pipeline=model.pipeline,
@@ -345,11 +414,33 @@ class PipelineResult:
             weights_sha256=model.weights_sha256,
             presentation_transforms=presentation_transforms,
             log_measurements=log_measurements,
+            key_objects=key_objects,
         )
 
 
 @runtime_checkable
 class Pipeline(Protocol):
+    """A series-scoped pipeline (a study-scoped one is a ``StudyPipeline``)."""
+
     name: str
 
     def run(self, series: SeriesInput) -> PipelineResult: ...
+
+
+@runtime_checkable
+class StudyPipeline(Protocol):
+    """A study-scoped pipeline: ``scope = "study"``, run on every routed series at once."""
+
+    name: str
+    scope: PipelineScope
+
+    def run(self, study: StudyInput) -> PipelineResult: ...
+
+
+def pipeline_scope(pipeline: object) -> PipelineScope:
+    """``"study"`` for a pipeline (or its class) that says so, else ``"series"``; a scope
+    that is neither raises ``ValueError``."""
+    scope = getattr(pipeline, "scope", "series")
+    if scope not in SCOPES:
+        raise ValueError(f"pipeline scope {scope!r} is not one of {', '.join(SCOPES)}")
+    return "study" if scope == "study" else "series"

@@ -4,7 +4,13 @@ Built-in pipelines are listed in ``BUILTIN_PIPELINES`` as ``"package.module:attr
 a site adds its own through the node's ``extra_pipelines`` setting. The attribute is a
 class or factory, called with the pipeline's options (the node's ``pipeline_options``
 setting) as keyword arguments, or an object (which takes no options); the result must
-satisfy the ``Pipeline`` protocol.
+satisfy the ``Pipeline`` protocol (``StudyPipeline`` for a study-scoped one).
+
+``scope(name)`` says whether a pipeline decides per series or per study, which the node
+needs when a study becomes stable, in the process that receives (where no pipeline, and
+no torch, is loaded): a built-in pipeline's scope is declared in ``BUILTIN_SCOPES``
+beside its import string (checked against the pipeline's own ``scope`` when it loads);
+another pipeline is loaded to ask it.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pipelines.contract import Pipeline
+from pipelines.contract import Pipeline, PipelineScope, pipeline_scope
 
 # The other pipelines (bone_age, mura_abnormality, xray_triage) are added here as their
 # issues land.
@@ -22,6 +28,9 @@ BUILTIN_PIPELINES: dict[str, str] = {
     "hand_orientation": "pipelines.hand_orientation:HandOrientation",
     "ct_body_part": "pipelines.ct_body_part:CtBodyPart",
 }
+
+#: Built-in pipelines that decide per study (the others decide per series).
+BUILTIN_SCOPES: dict[str, PipelineScope] = {}
 
 
 class PipelineUnavailable(LookupError):
@@ -47,6 +56,13 @@ class PipelineRegistry:
             if name not in self._loaded:
                 self._loaded[name] = self._load(name)
             return self._loaded[name]
+
+    def scope(self, name: str) -> PipelineScope:
+        """``"study"`` or ``"series"``: a built-in's declared scope, or the loaded
+        pipeline's own (``PipelineUnavailable`` when it cannot be loaded)."""
+        if name in BUILTIN_PIPELINES and self._targets.get(name) == BUILTIN_PIPELINES[name]:
+            return BUILTIN_SCOPES.get(name, "series")
+        return pipeline_scope(self.get(name))
 
     def problems(self, names: Iterable[str]) -> list[str]:
         """Why each of ``names`` cannot be loaded with its options (empty: all load), as
@@ -96,8 +112,18 @@ class PipelineRegistry:
         if not isinstance(pipeline, Pipeline):
             raise PipelineUnavailable(
                 f"pipeline {name!r}: {target} does not meet the Pipeline contract "
-                "(needs a 'name' and a 'run(series)' method)"
+                "(needs a 'name' and a 'run(series)' method, and 'scope = \"study\"' to be "
+                "given a whole study)"
             )
         if pipeline.name != name:
             raise PipelineUnavailable(f"pipeline {name!r}: {target} calls itself {pipeline.name!r}")
+        try:
+            scope = pipeline_scope(pipeline)
+        except ValueError as exc:
+            raise PipelineUnavailable(f"pipeline {name!r}: {exc}") from exc
+        declared = BUILTIN_SCOPES.get(name, "series")
+        if target == BUILTIN_PIPELINES.get(name) and scope != declared:
+            raise PipelineUnavailable(
+                f"pipeline {name!r} says its scope is {scope!r}; BUILTIN_SCOPES says {declared!r}"
+            )
         return pipeline

@@ -117,6 +117,10 @@ class Job(Base):
     model_version: Mapped[str] = mapped_column(String(64))
     series_revision: Mapped[int] = mapped_column(Integer)
     route: Mapped[str | None] = mapped_column(String(64))
+    # "series", or "study": then series_id is the study's first routed series (the job's
+    # anchor), input_series every routed series id and series_revision their instances.
+    scope: Mapped[str] = mapped_column(String(8), default="series", server_default="series")
+    input_series: Mapped[list[int] | None] = mapped_column(JSON)
     state: Mapped[str] = mapped_column(String(16), default=JobState.QUEUED)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer)

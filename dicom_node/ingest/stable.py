@@ -1,8 +1,16 @@
-"""Stable studies: after a quiet period a study is complete; route its series into jobs."""
+"""Stable studies: after a quiet period a study is complete; route its series into jobs.
+
+A series-scoped pipeline gets one job per routed series. A study-scoped pipeline (it
+decides over every view of a study: MURA) gets one job per study: its input is every
+series routed to it, its anchor the first of them (the lowest series id, i.e. the first
+received) and its revision their instance count, so a late view, even in a new series,
+makes one new job for the whole study and a re-check makes none.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -12,12 +20,19 @@ from dicom_node.clock import utcnow
 from dicom_node.db.engine import write_transaction
 from dicom_node.db.models import Series, Study, StudyState
 from dicom_node.ingest.index import count_instances
-from dicom_node.ingest.route import SeriesHeader, route_series
+from dicom_node.ingest.route import RouteMatch, SeriesHeader, route_series
 from dicom_node.jobs.model_registry import active_model_version
 from dicom_node.jobs.queue import JobKey, JobQueue
 from dicom_node.settings import RouteRule
 
 logger = logging.getLogger(__name__)
+
+#: A pipeline's scope by name: "series" or "study" (``PipelineRegistry.scope``).
+ScopeOf = Callable[[str], str]
+
+
+def _every_pipeline_per_series(_pipeline: str) -> str:
+    return "series"
 
 
 @dataclass
@@ -33,12 +48,14 @@ def promote_stable_studies(
     routes: tuple[RouteRule, ...],
     quiet_seconds: float,
     now: datetime | None = None,
+    scope_of: ScopeOf = _every_pipeline_per_series,
 ) -> StableReport:
     """Mark every study quiet for ``quiet_seconds`` stable and create its jobs.
 
     Each study is marked and its jobs created in one transaction, so a crash never
     leaves a stable study without its jobs. Jobs are idempotent: a study re-opened by a
-    late instance gets a new job only for a series whose instance count changed.
+    late instance gets a new job only for a series whose instance count changed (for a
+    study-scoped pipeline, ``scope_of(name) == "study"``: only when its series' count did).
     """
     now = now or utcnow()
     cutoff = now - timedelta(seconds=quiet_seconds)
@@ -72,7 +89,7 @@ def promote_stable_studies(
                 .where(Study.id == study_id)
                 .values(state=StudyState.STABLE, stable_at=now)
             )
-            created, unrouted = _create_jobs(conn, queue, routes, study_id)
+            created, unrouted = _create_jobs(conn, queue, routes, study_id, scope_of)
         report.studies.append(study.study_instance_uid)
         report.jobs_created += created
         report.unrouted_series += unrouted
@@ -86,7 +103,11 @@ def promote_stable_studies(
 
 
 def _create_jobs(
-    conn: Connection, queue: JobQueue, routes: tuple[RouteRule, ...], study_id: int
+    conn: Connection,
+    queue: JobQueue,
+    routes: tuple[RouteRule, ...],
+    study_id: int,
+    scope_of: ScopeOf,
 ) -> tuple[int, int]:
     created = unrouted = 0
     series_rows = conn.execute(
@@ -97,8 +118,12 @@ def _create_jobs(
             Series.body_part_examined,
             Series.series_description,
             Series.sop_class_uid,
-        ).where(Series.study_id == study_id)
+        )
+        .where(Series.study_id == study_id)
+        .order_by(Series.id)
     ).all()
+    # Study-scoped pipelines: pipeline -> (its first route match, [(series id, count)]).
+    per_study: dict[str, tuple[RouteMatch, list[tuple[int, int]]]] = {}
     for row in series_rows:
         header = SeriesHeader(
             row.modality, row.body_part_examined, row.series_description, row.sop_class_uid
@@ -109,6 +134,9 @@ def _create_jobs(
             continue
         revision = count_instances(conn, row.id)
         for match in matches:
+            if scope_of(match.pipeline) == "study":
+                per_study.setdefault(match.pipeline, (match, []))[1].append((row.id, revision))
+                continue
             key = JobKey(
                 row.id, match.pipeline, active_model_version(conn, match.pipeline), revision
             )
@@ -120,4 +148,22 @@ def _create_jobs(
                     match.pipeline,
                     match.route,
                 )
+    for pipeline, (match, inputs) in per_study.items():
+        series_ids = tuple(series_id for series_id, _count in inputs)
+        key = JobKey(
+            series_ids[0],
+            pipeline,
+            active_model_version(conn, pipeline),
+            sum(count for _series_id, count in inputs),
+            scope="study",
+            input_series=series_ids,
+        )
+        if queue.enqueue_in(conn, key, route=match.route):
+            created += 1
+            logger.info(
+                "job queued: study (%d series) -> %s (route %s)",
+                len(series_ids),
+                pipeline,
+                match.route,
+            )
     return created, unrouted

@@ -34,10 +34,22 @@ class JobNotFound(NodeError):
 
 @dataclass(frozen=True)
 class JobKey:
+    """What makes a job: a series (or, for a study-scoped pipeline, the anchor series of
+    the study's routed ``input_series``), the pipeline, its model version and how many
+    instances its input had (``series_revision``)."""
+
     series_id: int
     pipeline: str
     model_version: str
     series_revision: int
+    scope: str = "series"
+    input_series: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.scope not in ("series", "study"):
+            raise ValueError(f"job scope {self.scope!r} is not 'series' or 'study'")
+        if self.scope == "study" and self.series_id not in self.input_series:
+            raise ValueError("a study-scoped job's anchor series is one of its input series")
 
 
 @dataclass(frozen=True)
@@ -50,6 +62,9 @@ class ClaimedJob:
     lease_owner: str
     lease_expires_at: datetime
     route: str | None = None
+    scope: str = "series"
+    #: A study-scoped job's series ids (the anchor among them); () for a series job.
+    input_series: tuple[int, ...] = ()
 
 
 class JobQueue:
@@ -73,6 +88,8 @@ class JobQueue:
             model_version=key.model_version,
             series_revision=key.series_revision,
             route=route,
+            scope=key.scope,
+            input_series=list(key.input_series) if key.scope == "study" else None,
             state=JobState.QUEUED,
             attempts=0,
             max_attempts=self.settings.max_attempts,
@@ -103,7 +120,14 @@ class JobQueue:
             and_(Job.state == JobState.RUNNING, Job.lease_expires_at < now),
         )
         query = select(
-            Job.id, Job.series_id, Job.pipeline, Job.model_version, Job.attempts, Job.route
+            Job.id,
+            Job.series_id,
+            Job.pipeline,
+            Job.model_version,
+            Job.attempts,
+            Job.route,
+            Job.scope,
+            Job.input_series,
         ).where(runnable)
         if pipelines is not None:
             query = query.where(Job.pipeline.in_(pipelines))
@@ -139,6 +163,8 @@ class JobQueue:
             owner,
             lease_until,
             row.route,
+            row.scope,
+            tuple(int(i) for i in row.input_series or ()),
         )
 
     @staticmethod

@@ -1,4 +1,5 @@
-"""The worker: claims jobs, runs the pipeline on the series, records the result.
+"""The worker: claims jobs, runs the pipeline on the series (or, for a study-scoped job,
+on every routed series of the study), records the result.
 
 Runs in its own process (``serve`` starts one; ``dicom-node worker`` starts more, on
 this host or others against PostgreSQL), so inference never stalls the receiver.
@@ -36,7 +37,14 @@ from dicom_node.output.encode import (
     write_output,
 )
 from dicom_node.store import DurableStore
-from pipelines import PipelineRegistry, PipelineResult, PipelineUnavailable, SeriesInput
+from pipelines import (
+    PipelineRegistry,
+    PipelineResult,
+    PipelineUnavailable,
+    SeriesInput,
+    StudyInput,
+    pipeline_scope,
+)
 from pipelines.errors import ModelMissing, PipelineInputError
 
 logger = logging.getLogger(__name__)
@@ -164,9 +172,14 @@ class Worker:
         # (error text, retry, defer) when the attempt failed
         failure: tuple[str, bool, float | None] | None = None
         try:
-            series = self._series_input(job)
+            series = self._input(job)
             pipeline = self.registry.get(job.pipeline)
-            result = pipeline.run(series)
+            if pipeline_scope(pipeline) != job.scope:
+                raise PipelineUnavailable(
+                    f"pipeline {job.pipeline!r} decides per {pipeline_scope(pipeline)}; the job "
+                    f"was made per {job.scope} (its scope changed since: re-route the study)"
+                )
+            result = pipeline.run(series)  # type: ignore[arg-type]  # the scope says which
             written = self._write_outputs(result, series)
         except (PipelineUnavailable, EncodeError, ModelMissing, PipelineInputError) as exc:
             # A setup problem, a pipeline bug or an unusable series: retrying changes nothing.
@@ -202,50 +215,70 @@ class Worker:
         logger.warning("job %d: %s (now %s)", job.id, error, state)
         return JobOutcome(job.id, state, error)
 
-    def _series_input(self, job: ClaimedJob) -> SeriesInput:
+    def _input(self, job: ClaimedJob) -> SeriesInput | StudyInput:
+        """The job's series, or for a study-scoped job every series it was made for."""
         with self.engine.connect() as conn:
-            series = conn.execute(
-                select(Series.series_instance_uid, Series.modality, Study.study_instance_uid)
-                .join(Study, Study.id == Series.study_id)
-                .where(Series.id == job.series_id)
-            ).one()
-            paths = (
-                conn.execute(
-                    select(Instance.path)
-                    .where(Instance.series_id == job.series_id)
-                    .order_by(Instance.instance_number, Instance.id)
-                )
-                .scalars()
-                .all()
-            )
             model = (
                 None
                 if self.model_dir is None
                 else resolve_model(conn, job.pipeline, job.model_version, self.model_dir)
             )
+            version = job.model_version if model is None else model.version
+            folder = None if model is None else model.folder
+            if job.scope != "study":
+                return self._series_input(conn, job.series_id, version, folder)
+            series = tuple(
+                self._series_input(conn, series_id, version, folder)
+                for series_id in job.input_series
+            )
+        return StudyInput(series[0].study_instance_uid, series, version, folder)
+
+    def _series_input(
+        self, conn: Connection, series_id: int, model_version: str, model_dir: Path | None
+    ) -> SeriesInput:
+        series = conn.execute(
+            select(Series.series_instance_uid, Series.modality, Study.study_instance_uid)
+            .join(Study, Study.id == Series.study_id)
+            .where(Series.id == series_id)
+        ).one()
+        paths = (
+            conn.execute(
+                select(Instance.path)
+                .where(Instance.series_id == series_id)
+                .order_by(Instance.instance_number, Instance.id)
+            )
+            .scalars()
+            .all()
+        )
         return SeriesInput(
             study_instance_uid=series.study_instance_uid,
             series_instance_uid=series.series_instance_uid,
             modality=series.modality,
             files=tuple(self.store.resolve(p) for p in paths),
-            model_version=job.model_version if model is None else model.version,
-            model_dir=None if model is None else model.folder,
+            model_version=model_version,
+            model_dir=model_dir,
         )
 
-    def _write_outputs(self, result: PipelineResult, series: SeriesInput) -> list[WrittenOutput]:
-        """Encode the result as SR / SC and write them (and their outbox copies) durably."""
+    def _write_outputs(
+        self, result: PipelineResult, source: SeriesInput | StudyInput
+    ) -> list[WrittenOutput]:
+        """Encode the result as SR / SC / GSPS / KOS and write them (and their outbox
+        copies) durably. A study-scoped result's UIDs derive from the study, so a late view
+        in a new series gives the same objects again, not new ones."""
         if self.outputs is None:
             return []
         plan = self.outputs
+        study_key = isinstance(source, StudyInput)
         encoded = encode_result(
             result,
-            source_headers_for(result, series.files),
+            source_headers_for(result, source.files),
             device=plan.device,
             uid_root=plan.uid_root,
+            source_key=f"study:{source.study_instance_uid}" if study_key else None,
         )
         written = []
         for output in encoded:
-            folder = Path(series.study_instance_uid, output.series_instance_uid)
+            folder = Path(source.study_instance_uid, output.series_instance_uid)
             path = write_output(output, plan.outputs_dir / folder)
             if plan.outbox_dir is not None:
                 write_output(output, plan.outbox_dir / folder)
@@ -255,12 +288,17 @@ class Worker:
     def _record(
         self,
         job: ClaimedJob,
-        series: SeriesInput,
+        source: SeriesInput | StudyInput,
         result: PipelineResult,
         written: list[WrittenOutput],
     ) -> None:
         """Write the result, its measurements (reported and results-log-only), outputs and
-        deliveries, and finish the job, in one transaction."""
+        deliveries, and finish the job, in one transaction. A study-scoped result's
+        series is the job's anchor (its first series)."""
+        series = source.series[0] if isinstance(source, StudyInput) else source
+        summary = dict(result.summary)
+        if isinstance(source, StudyInput):
+            summary.setdefault("input_series", [s.series_instance_uid for s in source.series])
         with write_transaction(self.engine) as conn:
             result_id = conn.execute(
                 insert(Result)
@@ -271,7 +309,7 @@ class Worker:
                     study_instance_uid=series.study_instance_uid,
                     series_instance_uid=series.series_instance_uid,
                     created_at=utcnow(),
-                    summary=dict(result.summary),
+                    summary=summary,
                 )
                 .returning(Result.id)
             ).scalar_one()

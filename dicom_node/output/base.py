@@ -1,12 +1,15 @@
 """What every output object shares: the node as its creator, its series and its UIDs.
 
-SR, SC images and presentation states go to three new series (SR, OT and PR). All UIDs
-are derived from (source series, pipeline, model version, output kind, index) under the
-site's UID root (``dicom_node.output.uids``), so running the same model again gives the
-same objects and a new model version new ones.
+SR, SC images, presentation states and key object selections go to four new series (SR,
+OT, PR and KO). All UIDs are derived from (source, pipeline, model version, output kind,
+index) under the site's UID root (``dicom_node.output.uids``), so running the same model
+again gives the same objects and a new model version new ones. The source is the source
+series (their UIDs, sorted and joined with "+") or, for a study-scoped result, the key the
+caller gives (``"study:<Study Instance UID>"``), so that a late series, which re-opens the
+study and runs the job again, does not change the UIDs.
 
 ``Run`` holds what one ``encode_result`` call shares between its outputs; the modules
-of the objects (``sr``, ``sc``, ``gsps``) build each from it.
+of the objects (``sr``, ``sc``, ``gsps``, ``kos``) build each from it.
 """
 
 from __future__ import annotations
@@ -19,11 +22,12 @@ import highdicom as hd
 from pydicom.dataset import Dataset
 from pydicom.valuerep import DA, TM
 
+from dicom_node.output import codes
 from dicom_node.output.sources import EncodeError, copy_patient_and_study
 from dicom_node.output.uids import derive_uid, output_instance_uid, output_series_uid
 from pipelines.contract import PipelineResult
 
-OutputKind = Literal["sr", "sc", "gsps"]
+OutputKind = Literal["sr", "sc", "gsps", "kos"]
 
 MANUFACTURER = "dicom-node"
 
@@ -78,7 +82,13 @@ def series_description(pipeline: str, model_version: str, what: str) -> str:
 
 
 class Run:
-    """Everything one ``encode_result`` call shares between its outputs."""
+    """Everything one ``encode_result`` call shares between its outputs.
+
+    ``source_key`` is what the output UIDs are derived from besides pipeline, model
+    version, kind and index: by default the source series UIDs, sorted and joined with
+    "+"; a caller that gives one (a study-scoped job: ``"study:<Study Instance UID>"``)
+    keeps the UIDs the same whichever series of the study the sources come from.
+    """
 
     def __init__(
         self,
@@ -87,6 +97,7 @@ class Run:
         device: DeviceIdentity,
         uid_root: str,
         when: datetime,
+        source_key: str | None = None,
     ) -> None:
         self.result = result
         self.sources = sources
@@ -95,28 +106,29 @@ class Run:
         self.uid_root = uid_root
         self.date = DA(when.date())
         self.time = TM(when.time())
-        series = sorted({str(ds.SeriesInstanceUID) for ds in sources})
-        self.source_series_key = "+".join(series)
+        if source_key is None:
+            source_key = "+".join(sorted({str(ds.SeriesInstanceUID) for ds in sources}))
+        elif not isinstance(source_key, str) or not source_key.strip():
+            raise EncodeError(f"source_key {source_key!r} must be non-empty text")
+        self.source_key = source_key
         self.model_name = device.model_name or result.pipeline
 
     # -- UIDs and numbers
 
     def series_uid(self, kind: OutputKind) -> str:
         r = self.result
-        return output_series_uid(
-            self.uid_root, self.source_series_key, r.pipeline, r.model_version, kind
-        )
+        return output_series_uid(self.uid_root, self.source_key, r.pipeline, r.model_version, kind)
 
     def instance_uid(self, kind: OutputKind, index: int) -> str:
         r = self.result
         return output_instance_uid(
-            self.uid_root, self.source_series_key, r.pipeline, r.model_version, kind, index
+            self.uid_root, self.source_key, r.pipeline, r.model_version, kind, index
         )
 
     def tracking_uid(self, *parts: str) -> str:
         r = self.result
         return derive_uid(
-            self.uid_root, "tracking", self.source_series_key, r.pipeline, r.model_version, *parts
+            self.uid_root, "tracking", self.source_key, r.pipeline, r.model_version, *parts
         )
 
     @staticmethod
@@ -158,6 +170,21 @@ class Run:
                 )
             return self.sources[slice_index]
         return None
+
+    # -- the node as observer (SR and key object selection)
+
+    def device_observer(self) -> hd.sr.ObserverContext:
+        """The observer context (TID 1002/1004) that names this node as the device."""
+        return hd.sr.ObserverContext(
+            observer_type=codes.coded(codes.OBSERVER_TYPE_DEVICE),
+            observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+                uid=self.device.device_uid
+                or derive_uid(self.uid_root, "device", self.device.ae_title),
+                name=self.device.ae_title,
+                manufacturer_name=self.device.manufacturer,
+                model_name=self.model_name,
+            ),
+        )
 
     # -- all
 

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 
 from highdicom.coding_schemes import CodingSchemeIdentificationItem
 from highdicom.sr import CodedConcept
-from pydicom.sr.codedict import codes
+from pydicom.sr.codedict import Collection, codes
 from pydicom.sr.coding import Code as StandardCode
 
 from pipelines.contract import Code
@@ -63,6 +63,34 @@ PROCEDURE_BY_MODALITY: Mapping[str, StandardCode] = {
 PROCEDURE_FALLBACK = codes.SCT.ImagingProcedure
 #: Concept of the numeric item that carries a finding's probability.
 PROBABILITY = codes.DCM.Probability
+
+# -- Key Object Selection documents (TID 2010) ---------------------------------------------
+
+#: CID 7010 "Key Object Selection Document Title": the titles a selection may have.
+KEY_OBJECT_TITLES: Mapping[tuple[str, str], StandardCode] = {
+    (c.scheme_designator, c.value): c for c in Collection("CID7010").concepts.values()
+}
+#: The usual title of a selection of images a reader should look at first.
+KEY_OBJECT_OF_INTEREST = codes.DCM.OfInterest
+#: Concept of the TEXT item that holds a selection's description (TID 2010).
+KEY_OBJECT_DESCRIPTION = codes.DCM.KeyObjectDescription
+#: Titles of CID 7010 the node never writes: IHE IOCM rejection notes (a PACS that
+#: supports them hides or deletes the images referenced) and manifests (which claim to
+#: list a whole study or acquisition, not a selection).
+KEY_OBJECT_REFUSED_TITLES: frozenset[StandardCode] = frozenset(
+    {
+        codes.DCM.RejectedForQualityReasons,
+        codes.DCM.RejectedForPatientSafetyReasons,
+        codes.DCM.IncorrectModalityWorklistEntry,
+        codes.DCM.DataRetentionPolicyExpired,
+        codes.DCM.Manifest,
+        codes.DCM.SignedManifest,
+        codes.DCM.CompleteStudyContent,
+        codes.DCM.SignedCompleteStudyContent,
+        codes.DCM.CompleteAcquisitionContent,
+        codes.DCM.SignedCompleteAcquisitionContent,
+    }
+)
 
 # -- Secondary Capture images --------------------------------------------------------------
 
@@ -125,6 +153,26 @@ def uncoded_measurement(name: str) -> Code:
 
 def is_private(code: Code) -> bool:
     return code.scheme == PRIVATE_SCHEME
+
+
+def key_object_title(title: Code) -> StandardCode:
+    """The CID 7010 code of a key object selection's ``title`` (with its standard meaning).
+
+    Raises ``ValueError`` for a code that is not in CID 7010, and for the titles of
+    ``KEY_OBJECT_REFUSED_TITLES`` (rejection notes and manifests).
+    """
+    standard = KEY_OBJECT_TITLES.get((title.scheme, title.value))
+    if standard is None:
+        raise ValueError(
+            f"title {title} ({title.meaning}) is not a Key Object Selection Document Title "
+            "of CID 7010, e.g. DCM:113000 (Of Interest)"
+        )
+    if standard in KEY_OBJECT_REFUSED_TITLES:
+        raise ValueError(
+            f"title {title} ({standard.meaning}) is a rejection note or manifest; the node "
+            "writes key object selections of images to look at, never those"
+        )
+    return standard
 
 
 def procedure_reported(modality: str | None) -> CodedConcept:

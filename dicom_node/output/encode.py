@@ -7,10 +7,14 @@
   Measurement Report (``dicom_node.output.sr``);
 * one **Secondary Capture image** per derived image (``dicom_node.output.sc``);
 * one **Grayscale Softcopy Presentation State** (GSPS) per presentation transform
-  (``dicom_node.output.gsps``).
+  (``dicom_node.output.gsps``);
+* one **Key Object Selection Document** (KOS) per key object selection
+  (``dicom_node.output.kos``).
 
-Each goes to its own new series, with patient and study attributes copied from the
-sources and UIDs derived from what it is (``dicom_node.output.base``).
+Each kind goes to its own new series in the source study, with patient and study
+attributes copied from the sources and UIDs derived from what it is
+(``dicom_node.output.base``). The sources of a study-scoped result may come from several
+series of the study: the SR and the KOS reference each instance under its own series.
 
 ``write_output`` writes an encoded object as a Part 10 file, durably.
 
@@ -34,6 +38,7 @@ from dicom_node.output.base import (
     series_description,
 )
 from dicom_node.output.gsps import GSPS_CONTENT_LABEL, presentation_state
+from dicom_node.output.kos import key_object_selection
 from dicom_node.output.sc import secondary_capture
 from dicom_node.output.sources import (
     EncodeError,
@@ -56,19 +61,24 @@ def encode_result(
     device: DeviceIdentity,
     uid_root: str,
     created_at: datetime | None = None,
+    source_key: str | None = None,
 ) -> list[EncodedOutput]:
-    """The DICOM objects for ``result``: an SR (if anything to report), SC images, GSPS.
+    """The DICOM objects for ``result``: an SR (if anything to report), SC images, GSPS, KOS.
 
     ``sources`` are the source instances (headers are enough), in the order the
-    pipeline saw them (``SeriesInput.files``), so ``Measurement.slice_index`` indexes
-    them. ``created_at`` (local time) stamps content, series and creation dates and times;
-    by default the current time. Raises ``EncodeError`` when the result refers to an
-    instance that is not among ``sources`` or the sources are unusable.
+    pipeline saw them (``SeriesInput.files``, or ``StudyInput.files`` for a study), so
+    ``Measurement.slice_index`` indexes them. ``created_at`` (local time) stamps content,
+    series and creation dates and times; by default the current time. ``source_key``
+    replaces the source series in every derived UID: a study-scoped job passes
+    ``"study:<Study Instance UID>"``, so its outputs keep their UIDs when a late series
+    joins the study and the job runs again; by default the UIDs follow the set of source
+    series. Raises ``EncodeError`` when the result refers to an instance that is not
+    among ``sources`` or the sources are unusable.
     """
     check_uid_root(uid_root)
     headers = unique_sources(sources)
     when = created_at or datetime.now()
-    run = Run(result, headers, device, uid_root, when)
+    run = Run(result, headers, device, uid_root, when, source_key)
     outputs: list[EncodedOutput] = []
     if result.measurements or result.findings:
         outputs.append(structured_report(run))
@@ -76,12 +86,14 @@ def encode_result(
         outputs.append(secondary_capture(run, index, image))
     for index, transform in enumerate(result.presentation_transforms):
         outputs.append(presentation_state(run, index, transform))
+    for index, selection in enumerate(result.key_objects):
+        outputs.append(key_object_selection(run, index, selection))
     logger.info(
-        "encoded %d output(s) of %s %s for series %s: %s",
+        "encoded %d output(s) of %s %s for %s: %s",
         len(outputs),
         result.pipeline,
         result.model_version,
-        run.source_series_key,
+        run.source_key,
         ", ".join(f"{o.kind} {o.sop_instance_uid}" for o in outputs) or "nothing to send",
     )
     return outputs

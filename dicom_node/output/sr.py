@@ -20,7 +20,6 @@ import highdicom as hd
 from dicom_node.output import codes
 from dicom_node.output.base import EncodedOutput, Run
 from dicom_node.output.sources import EncodeError, blank_copy
-from dicom_node.output.uids import derive_uid
 from pipelines.contract import Finding, Measurement
 
 logger = logging.getLogger(__name__)
@@ -86,18 +85,7 @@ def structured_report(run: Run) -> EncodedOutput:
         groups.append(_finding_group(run, number, finding, key, algorithm))
 
     report = hd.sr.MeasurementReport(
-        observation_context=hd.sr.ObservationContext(
-            observer_device_context=hd.sr.ObserverContext(
-                observer_type=codes.coded(codes.OBSERVER_TYPE_DEVICE),
-                observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
-                    uid=run.device.device_uid
-                    or derive_uid(run.uid_root, "device", run.device.ae_title),
-                    name=run.device.ae_title,
-                    manufacturer_name=run.device.manufacturer,
-                    model_name=run.model_name,
-                ),
-            )
-        ),
+        observation_context=hd.sr.ObservationContext(observer_device_context=run.device_observer()),
         procedure_reported=codes.procedure_reported(run.sources[0].get("Modality")),
         imaging_measurements=groups,
         title=codes.coded(codes.REPORT_TITLE),

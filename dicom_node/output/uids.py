@@ -1,10 +1,10 @@
 """Deterministic UIDs for the objects the node sends back to the PACS.
 
-Every UID of an output is derived from what the output *is* — the source series, the
-pipeline, the model version, the kind of output and its position — under the site's
-UID root. A rerun of the same model on the same series therefore yields the same UIDs
-(the PACS sees the same objects again, not duplicates), and a new model version yields
-new ones.
+Every UID of an output is derived from what the output *is* — its source (the source
+series, or the study of a study-scoped result), the pipeline, the model version, the kind
+of output and its position — under the site's UID root. A rerun of the same model on the
+same source therefore yields the same UIDs (the PACS sees the same objects again, not
+duplicates), and a new model version yields new ones.
 
 Two kinds of root are supported:
 
@@ -45,7 +45,10 @@ def derive_uid(uid_root: str, *parts: str) -> str:
 def output_series_uid(
     uid_root: str, source_series_uid: str, pipeline: str, model_version: str, kind: str
 ) -> str:
-    """SeriesInstanceUID of the ``kind`` ("sr", "sc", "gsps") output series of a pipeline run."""
+    """SeriesInstanceUID of the ``kind`` ("sr", "sc", "gsps", "kos") output series of a run.
+
+    ``source_series_uid`` is the run's source key: the source series UID(s), or
+    ``"study:<Study Instance UID>"`` for a study-scoped result."""
     return derive_uid(uid_root, "series", source_series_uid, pipeline, model_version, kind)
 
 

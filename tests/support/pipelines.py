@@ -18,6 +18,7 @@ from pipelines import (
     ModelIdentity,
     PipelineResult,
     SeriesInput,
+    StudyInput,
 )
 
 # Coded concepts of the demo result (standard codes: DCM, SCT, NCIt).
@@ -44,6 +45,35 @@ class SeriesStats:
                 Measurement("instance count", float(len(series.files)), "{instances}"),
                 Measurement("max rows", float(max(rows, default=0)), "{pixels}"),
             ),
+        )
+
+
+class StudyStats:
+    """A study-scoped pipeline: one result over every routed series of a study, with a
+    measurement per view (referencing it) and a finding for the study."""
+
+    name = "study_stats"
+    scope = "study"
+
+    def run(self, study: StudyInput) -> PipelineResult:
+        uids = [
+            str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID) for p in study.files
+        ]
+        return PipelineResult(
+            pipeline=self.name,
+            model_version=study.model_version,
+            summary={
+                "series": [s.series_instance_uid for s in study.series],
+                "instances": len(study.files),
+            },
+            measurements=(
+                Measurement("instance count", float(len(study.files)), "{instances}"),
+                *(
+                    Measurement("view index", float(index), "1", tracking_uid=uid)
+                    for index, uid in enumerate(uids)
+                ),
+            ),
+            findings=(Finding(ABNORMALITY, PRESENT, probability=0.75),),
         )
 
 

@@ -25,7 +25,7 @@ def schema_differences(engine: Engine) -> list[object]:
 
 
 def test_migrations_reach_head(engine: Engine) -> None:
-    assert migrate.current_revision(engine) == migrate.head_revision(engine) == "0002"
+    assert migrate.current_revision(engine) == migrate.head_revision(engine) == "0003"
 
 
 def test_migrated_schema_equals_the_models(engine: Engine) -> None:
@@ -46,7 +46,7 @@ def test_schema_comparison_notices_a_difference(engine: Engine) -> None:
 
 def test_upgrade_twice_is_harmless(engine: Engine) -> None:
     migrate.upgrade(engine)
-    assert migrate.current_revision(engine) == "0002"
+    assert migrate.current_revision(engine) == "0003"
 
 
 def test_fresh_database_has_no_revision(tmp_path: Path) -> None:
@@ -124,7 +124,7 @@ def test_0002_adds_frame_number_and_keeps_the_measurements_already_logged(
         assert len(before) == 2
 
         migrate.upgrade(engine)
-        assert migrate.current_revision(engine) == "0002"
+        assert migrate.current_revision(engine) == "0003"
         assert _measurement_rows(engine) == before
         with engine.connect() as conn:
             frames = conn.exec_driver_sql("SELECT frame_number FROM measurements").all()
@@ -245,3 +245,43 @@ def test_naive_datetimes_are_refused(engine: Engine) -> None:
                 times_reopened=0,
             )
         )
+
+
+def test_0003_makes_old_jobs_series_scoped_and_its_downgrade_keeps_the_log(
+    db_path: Path,
+) -> None:
+    """Jobs from before 0003 become series-scoped; going back to 0002 drops the columns in
+    place, without rebuilding ``jobs`` (which would cascade to the results)."""
+    engine = make_engine(sqlite_url(db_path))
+    try:
+        migrate.upgrade(engine, "0002")
+        add_instance(engine, "1.2.3", "1.2.3.4", "1.2.3.4.5")
+        with engine.begin() as conn:
+            series_id = conn.exec_driver_sql("SELECT id FROM series").scalar_one()
+            conn.exec_driver_sql(
+                "INSERT INTO jobs (id, series_id, pipeline, model_version, series_revision, "
+                "state, attempts, max_attempts, run_after, created_at) VALUES (1, ?, "
+                "'ct_body_part', 'v1', 1, 'done', 1, 3, '2026-03-01 00:00:00.000000', "
+                "'2026-03-01 00:00:00.000000')",
+                (series_id,),
+            )
+            conn.exec_driver_sql(
+                "INSERT INTO results (id, job_id, pipeline, model_version, study_instance_uid, "
+                "series_instance_uid, created_at, summary) VALUES (1, 1, 'ct_body_part', 'v1', "
+                "'1.2.3', '1.2.3.4', '2026-03-01 00:00:00.000000', '{}')"
+            )
+
+        migrate.upgrade(engine)
+        with engine.connect() as conn:
+            job = conn.exec_driver_sql("SELECT scope, input_series FROM jobs").one()
+        assert tuple(job) == ("series", None)
+        assert schema_differences(engine) == []
+
+        _alembic(engine, "downgrade", "0002")
+        columns = {c["name"] for c in inspect(engine).get_columns("jobs")}
+        assert "scope" not in columns and "input_series" not in columns
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT count(*) FROM results").scalar_one() == 1
+            assert conn.exec_driver_sql("SELECT count(*) FROM jobs").scalar_one() == 1
+    finally:
+        engine.dispose()

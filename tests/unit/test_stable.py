@@ -214,3 +214,101 @@ def test_study_with_nothing_routed_is_still_stable(
     assert report.studies == [study]
     assert (report.jobs_created, report.unrouted_series) == (0, 1)
     assert study_state(engine, study)[0] == StudyState.STABLE
+
+
+# -- study-scoped pipelines -----------------------------------------------------------------
+
+STUDY_ROUTES = (
+    RouteRule(name="msk", modality=("DX",), pipelines=("mura", "series_stats")),
+    RouteRule(name="ct", modality=("CT",), pipelines=("series_stats",)),
+)
+
+
+def scope_of(pipeline: str) -> str:
+    return "study" if pipeline == "mura" else "series"
+
+
+def promote_study(engine: Engine, queue: JobQueue, seconds_after_t0: float):  # type: ignore[no-untyped-def]
+    return promote_stable_studies(
+        engine,
+        queue,
+        STUDY_ROUTES,
+        QUIET,
+        now=T0 + timedelta(seconds=seconds_after_t0),
+        scope_of=scope_of,
+    )
+
+
+def study_jobs(engine: Engine) -> list[tuple[str, str, int, str, list[int] | None]]:
+    """(anchor series UID, pipeline, revision, scope, input series ids) of every job."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(
+                Series.series_instance_uid,
+                Job.pipeline,
+                Job.series_revision,
+                Job.scope,
+                Job.input_series,
+            )
+            .join(Series, Series.id == Job.series_id)
+            .order_by(Job.id)
+        ).all()
+    return [tuple(r) for r in rows]  # type: ignore[misc]
+
+
+def series_ids(engine: Engine, *uids: str) -> list[int]:
+    with engine.connect() as conn:
+        return [
+            conn.scalar(select(Series.id).where(Series.series_instance_uid == uid)) for uid in uids
+        ]
+
+
+def test_a_study_scoped_pipeline_gets_one_job_over_every_routed_series(
+    engine: Engine, queue: JobQueue, uids: UIDs
+) -> None:
+    study, first, second, ct = uids.next(), uids.next(), uids.next(), uids.next()
+    add_instance(engine, study, first, uids.next(), at=T0, modality="DX")
+    add_instance(engine, study, first, uids.next(), at=T0, modality="DX")
+    add_instance(engine, study, second, uids.next(), at=T0, modality="DX")
+    add_instance(engine, study, ct, uids.next(), at=T0, modality="CT")
+
+    report = promote_study(engine, queue, QUIET)
+
+    # mura once for the study (2 DX series, 3 views); series_stats per series as before.
+    assert report.jobs_created == 4
+    found = study_jobs(engine)
+    mura = [j for j in found if j[1] == "mura"]
+    assert mura == [(first, "mura", 3, "study", series_ids(engine, first, second))]
+    per_series = sorted((j[0], j[2], j[3], j[4]) for j in found if j[1] == "series_stats")
+    assert per_series == sorted(
+        [(first, 2, "series", None), (second, 1, "series", None), (ct, 1, "series", None)]
+    )
+    # Checked again: nothing new.
+    assert promote_study(engine, queue, QUIET + 3600).jobs_created == 0
+
+
+def test_a_late_view_in_a_new_series_reruns_the_study_job_once(
+    engine: Engine, queue: JobQueue, uids: UIDs
+) -> None:
+    study, first, second, late_series = uids.next(), uids.next(), uids.next(), uids.next()
+    add_instance(engine, study, first, uids.next(), at=T0, modality="DX")
+    add_instance(engine, study, second, uids.next(), at=T0, modality="DX")
+    promote_study(engine, queue, QUIET)
+
+    add_instance(
+        engine, study, late_series, uids.next(), at=T0 + timedelta(seconds=200), modality="DX"
+    )
+    report = promote_study(engine, queue, 200 + QUIET)
+
+    mura = [j for j in study_jobs(engine) if j[1] == "mura"]
+    assert mura == [
+        (first, "mura", 2, "study", series_ids(engine, first, second)),
+        (first, "mura", 3, "study", series_ids(engine, first, second, late_series)),
+    ]
+    assert report.jobs_created == 2  # the study job again, and series_stats for the new series
+    # A late instance of a series no route sends to mura changes no mura job.
+    add_instance(
+        engine, study, uids.next(), uids.next(), at=T0 + timedelta(seconds=400), modality="SR"
+    )
+    promote_study(engine, queue, 400 + QUIET)
+    assert len([j for j in study_jobs(engine) if j[1] == "mura"]) == 2
