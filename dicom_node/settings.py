@@ -224,6 +224,14 @@ class NodeSettings(BaseSettings):
     acse_timeout_seconds: float = Field(
         default=30.0, gt=0, description="association negotiation and TLS handshake"
     )
+    association_request_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="a new connection must send its whole A-ASSOCIATE-RQ within this, or is closed",
+    )
+    max_connections_per_peer: int = Field(
+        default=32, ge=1, description="connections one peer address may hold, waiting or associated"
+    )
     dimse_timeout_seconds: float = Field(default=60.0, gt=0, description="waiting for a message")
     network_timeout_seconds: float = Field(
         default=60.0, gt=0, description="an idle association is closed after this"

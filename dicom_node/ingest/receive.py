@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 import socket
 import ssl
-import tempfile
 import threading
 import time
 from enum import IntEnum
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from pynetdicom import AE, _config, dimse_messages, evt
+from pynetdicom import AE, evt
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
@@ -28,7 +26,14 @@ from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy import Engine
 
 from dicom_node.errors import InvalidUID, OutOfResources, UnreadableDataset, UnsafePath
+from dicom_node.ingest.admission import (
+    AdmissionCounts,
+    PeerSlots,
+    Refused,
+    await_association_request,
+)
 from dicom_node.ingest.index import index_instance, lookup_instance, read_header
+from dicom_node.ingest.spool import SpoolFile, install_spooling
 from dicom_node.ingest.store_requests import (
     ACCEPTED_TRANSFER_SYNTAXES,
     SOP_CLASS_NOT_SUPPORTED,
@@ -69,91 +74,6 @@ _COLLECT_EVERY_SECONDS = 30.0
 _NOBODY = "\\"
 
 
-# -- spooling ----------------------------------------------------------------------------
-
-
-class SpoolFile:
-    """Where pynetdicom writes a dataset while it arrives (replaces its NamedTemporaryFile).
-
-    Write errors (ENOSPC, EIO) and a dataset over the size limit are recorded instead of
-    raised, so that the association survives and the handler can answer 0xA7xx.
-    pynetdicom calls ``write()``, ``file.flush()``, ``close()`` and reads ``name``.
-    """
-
-    def __init__(self, folder: str | None, limit: int | None) -> None:
-        fd, self.name = tempfile.mkstemp(suffix=".dcm", prefix="rx-", dir=folder)
-        self._out: IO[bytes] = os.fdopen(fd, "wb", buffering=1024 * 1024)
-        self.file = self  # pynetdicom flushes through ``.file``
-        self.limit = limit
-        self.written = 0
-        self.error: OSError | None = None
-        self.too_large = False
-
-    @property
-    def usable(self) -> bool:
-        return self.error is None and not self.too_large
-
-    def write(self, data: bytes) -> int:
-        if not self.usable:
-            return len(data)
-        self.written += len(data)
-        if self.limit is not None and self.written > self.limit:
-            self.too_large = True
-            self._give_space_back()
-            return len(data)
-        try:
-            return self._out.write(data)
-        except OSError as exc:
-            self.error = exc
-            self._give_space_back()
-            return len(data)
-
-    def flush(self) -> None:
-        if not self.usable:
-            return
-        try:
-            self._out.flush()
-        except OSError as exc:
-            self.error = exc
-            self._give_space_back()
-
-    def _give_space_back(self) -> None:
-        try:
-            self._out.truncate(0)
-        except (OSError, ValueError) as exc:
-            logger.debug("could not truncate spool file %s: %s", self.name, exc)
-
-    def close(self) -> None:
-        try:
-            self._out.close()
-        except OSError as exc:
-            self.error = self.error or exc
-
-    def discard(self) -> None:
-        self.close()
-        Path(self.name).unlink(missing_ok=True)
-
-
-def _spool_file_factory(*_args: Any, **_kwargs: Any) -> SpoolFile:
-    """Called by pynetdicom in the association's DUL thread for each incoming C-STORE."""
-    assoc = getattr(threading.current_thread(), "assoc", None)
-    ae = getattr(assoc, "ae", None)
-    spool_dir = getattr(ae, "spool_dir", None)
-    limit = getattr(ae, "max_dataset_bytes", None)
-    return SpoolFile(str(spool_dir) if spool_dir else None, limit)
-
-
-_install_lock = threading.Lock()
-
-
-def _install_spooling() -> None:
-    """Make pynetdicom spool C-STORE datasets to our files (once per process)."""
-    with _install_lock:
-        _config.STORE_RECV_CHUNKED_DATASET = True
-        _config.LOG_REQUEST_IDENTIFIERS = False  # never log patient identifiers
-        dimse_messages.NamedTemporaryFile = _spool_file_factory  # type: ignore[assignment]
-
-
 # -- the application entity ----------------------------------------------------------------
 
 
@@ -163,10 +83,16 @@ class _ThreadedHandshakeServer(ThreadedAssociationServer):
     pynetdicom wraps each accepted socket in ``get_request()``, in the one listener
     thread and without a timeout: a peer that connects and never sends a ClientHello
     would stop every later association. Here the listener only accepts; the handshake
-    runs in the per-connection thread, bounded by the ACSE timeout.
+    runs in the per-connection thread, bounded by the ACSE timeout. That thread then
+    admits the connection (``admission.py``): within the peer's connection limit, and
+    only once its whole A-ASSOCIATE-RQ has arrived does pynetdicom see it.
     """
 
     _last_collection = 0.0
+    #: The listen backlog (socketserver's default is 5): a burst of connections — many
+    #: senders at once, or idle ones held open — must not leave real peers' SYNs dropped
+    #: and retried for seconds. The kernel caps it at net.core.somaxconn.
+    request_queue_size = 1024
 
     def service_actions(self) -> None:
         """pynetdicom runs a full ``gc.collect()`` every 60 listener polls to free dead
@@ -183,16 +109,39 @@ class _ThreadedHandshakeServer(ThreadedAssociationServer):
         return client_socket, address
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
-        if self.ssl_context is not None:
-            try:
-                request.settimeout(self.ae.acse_timeout)
-                request = self.ssl_context.wrap_socket(request, server_side=True)
-                request.settimeout(None)
-            except (OSError, ValueError) as exc:
-                logger.warning("TLS handshake with %s failed: %s", client_address[0], exc)
-                self.shutdown_request(request)
-                return
+        ae: NodeAE = self.ae  # type: ignore[assignment]
+        host = str(client_address[0])
+        associated = sum(
+            1 for a in ae.active_associations if a.is_acceptor and a.requestor.address == host
+        )
+        if not ae.peer_slots.enter(host, associated, ae.max_connections_per_peer):
+            self._refuse(request, host, Refused("limit", "too many connections from this address"))
+            return
+        try:
+            if self.ssl_context is not None:
+                try:
+                    request.settimeout(ae.acse_timeout)
+                    request = self.ssl_context.wrap_socket(request, server_side=True)
+                    request.settimeout(None)
+                except (OSError, ValueError) as exc:
+                    self._refuse(request, host, Refused("tls", f"TLS handshake failed: {exc}"))
+                    return
+            else:
+                try:
+                    await_association_request(request, ae.association_request_timeout)
+                except Refused as refused:
+                    self._refuse(request, host, refused)
+                    return
+        finally:
+            ae.peer_slots.leave(host)
         super().process_request_thread(request, client_address)
+
+    def _refuse(self, request: Any, host: str, refused: Refused) -> None:
+        """Close a connection before it became an association: logged once, counted."""
+        ae: NodeAE = self.ae  # type: ignore[assignment]
+        ae.admission_refusals.add(refused.reason)
+        logger.warning("connection from %s closed before association: %s", host, refused)
+        self.shutdown_request(request)
 
 
 class NodeAE(AE):
@@ -205,11 +154,17 @@ class NodeAE(AE):
         spool_dir: Path,
         max_dataset_bytes: int,
         allowed_callers: tuple[AllowedCaller, ...],
+        association_request_timeout: float = 5.0,
+        max_connections_per_peer: int = 32,
     ) -> None:
         super().__init__(ae_title=ae_title)
         self.spool_dir = spool_dir
         self.max_dataset_bytes = max_dataset_bytes
         self.allowed_callers = allowed_callers
+        self.association_request_timeout = association_request_timeout
+        self.max_connections_per_peer = max_connections_per_peer
+        self.peer_slots = PeerSlots()
+        self.admission_refusals = AdmissionCounts()
 
     @property
     def require_calling_aet(self) -> list[str]:
@@ -249,7 +204,7 @@ class Receiver:
 
     def __init__(self, settings: NodeSettings, store: DurableStore, engine: Engine) -> None:
         check_pynetdicom_hooks()  # before any patch: a missing internal stops the start
-        _install_spooling()
+        install_spooling()
         install_store_request_guard()
         self.settings = settings
         self.store = store
@@ -259,6 +214,8 @@ class Receiver:
             spool_dir=store.spool_dir,
             max_dataset_bytes=settings.max_dataset_bytes,
             allowed_callers=settings.allowed_callers,
+            association_request_timeout=settings.association_request_timeout_seconds,
+            max_connections_per_peer=settings.max_connections_per_peer,
         )
         self.ae.maximum_associations = settings.max_associations
         self.ae.maximum_pdu_size = settings.max_pdu_bytes

@@ -1,0 +1,103 @@
+"""Spooling: where pynetdicom writes a C-STORE dataset while it arrives.
+
+pynetdicom writes each incoming dataset (chunked receive) into a file it makes with
+``NamedTemporaryFile``; the receiver replaces that name so the dataset goes into the
+node's own spool folder on the storage volume, size-limited, and write errors become
+statuses instead of a dead association (``dicom_node.net.pynetdicom_hooks`` checks the
+internals at start).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import IO, Any
+
+from pynetdicom import _config, dimse_messages
+
+logger = logging.getLogger(__name__)
+
+
+class SpoolFile:
+    """Where pynetdicom writes a dataset while it arrives (replaces its NamedTemporaryFile).
+
+    Write errors (ENOSPC, EIO) and a dataset over the size limit are recorded instead of
+    raised, so that the association survives and the handler can answer 0xA7xx.
+    pynetdicom calls ``write()``, ``file.flush()``, ``close()`` and reads ``name``.
+    """
+
+    def __init__(self, folder: str | None, limit: int | None) -> None:
+        fd, self.name = tempfile.mkstemp(suffix=".dcm", prefix="rx-", dir=folder)
+        self._out: IO[bytes] = os.fdopen(fd, "wb", buffering=1024 * 1024)
+        self.file = self  # pynetdicom flushes through ``.file``
+        self.limit = limit
+        self.written = 0
+        self.error: OSError | None = None
+        self.too_large = False
+
+    @property
+    def usable(self) -> bool:
+        return self.error is None and not self.too_large
+
+    def write(self, data: bytes) -> int:
+        if not self.usable:
+            return len(data)
+        self.written += len(data)
+        if self.limit is not None and self.written > self.limit:
+            self.too_large = True
+            self._give_space_back()
+            return len(data)
+        try:
+            return self._out.write(data)
+        except OSError as exc:
+            self.error = exc
+            self._give_space_back()
+            return len(data)
+
+    def flush(self) -> None:
+        if not self.usable:
+            return
+        try:
+            self._out.flush()
+        except OSError as exc:
+            self.error = exc
+            self._give_space_back()
+
+    def _give_space_back(self) -> None:
+        try:
+            self._out.truncate(0)
+        except (OSError, ValueError) as exc:
+            logger.debug("could not truncate spool file %s: %s", self.name, exc)
+
+    def close(self) -> None:
+        try:
+            self._out.close()
+        except OSError as exc:
+            self.error = self.error or exc
+
+    def discard(self) -> None:
+        self.close()
+        Path(self.name).unlink(missing_ok=True)
+
+
+def _spool_file_factory(*_args: Any, **_kwargs: Any) -> SpoolFile:
+    """Called by pynetdicom in the association's DUL thread for each incoming C-STORE."""
+    assoc = getattr(threading.current_thread(), "assoc", None)
+    ae = getattr(assoc, "ae", None)
+    spool_dir = getattr(ae, "spool_dir", None)
+    limit = getattr(ae, "max_dataset_bytes", None)
+    return SpoolFile(str(spool_dir) if spool_dir else None, limit)
+
+
+_install_lock = threading.Lock()
+
+
+def install_spooling() -> None:
+    """Make pynetdicom spool C-STORE datasets to our files (once per process)."""
+    with _install_lock:
+        _config.STORE_RECV_CHUNKED_DATASET = True
+        _config.LOG_REQUEST_IDENTIFIERS = False  # never log patient identifiers
+        dimse_messages.NamedTemporaryFile = _spool_file_factory  # type: ignore[assignment]
