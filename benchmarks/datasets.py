@@ -217,7 +217,7 @@ def _dx_dataset(index: int, pixels: np.ndarray) -> Dataset:
     ds.PatientOrientation = ["R", "F"]
     ds.ImageLaterality = "L" if index % 2 else "R"
     ds.AnatomicRegionSequence = [_code("85562004", "Hand")]
-    ds.ViewCodeSequence = [_code("399348003", "postero-anterior")]
+    ds.ViewCodeSequence = [_code("272479007", "postero-anterior")]
     ds.PositionerType = "NONE"
     ds.AcquisitionContextSequence = []
     ds.InstanceNumber = 1

@@ -208,7 +208,7 @@ def synthetic_dx(
     ds.PixelSpacingCalibrationType = "GEOMETRY"
     ds.PixelSpacingCalibrationDescription = "Synthetic phantom"
     ds.ViewPosition = "PA"
-    ds.ViewCodeSequence = Sequence([code_item("399348003", "SCT", "postero-anterior")])
+    ds.ViewCodeSequence = Sequence([code_item("272479007", "SCT", "postero-anterior")])
     ds.PositionerType = "NONE"
     ds.AcquisitionContextSequence = Sequence()
     # Image Pixel

@@ -1226,7 +1226,7 @@ def _dilate(mask: npt.NDArray[np.bool_], radius: int) -> npt.NDArray[np.bool_]:
 # -- DICOM files -----------------------------------------------------------------------------
 
 _HAND_CODE = ("85562004", "SCT", "Hand")
-_PA_CODE = ("399348003", "SCT", "postero-anterior")
+_PA_CODE = ("272479007", "SCT", "postero-anterior")
 
 
 def _code(value: str, scheme: str, meaning: str) -> Dataset:
