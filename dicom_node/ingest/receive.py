@@ -33,6 +33,7 @@ from dicom_node.ingest.admission import (
     await_association_request,
 )
 from dicom_node.ingest.index import index_instance, lookup_instance, read_header
+from dicom_node.ingest.pdu_limit import install_pdu_limit, receive_limit
 from dicom_node.ingest.spool import SpoolFile, install_spooling
 from dicom_node.ingest.store_requests import (
     ACCEPTED_TRANSFER_SYNTAXES,
@@ -164,6 +165,7 @@ class NodeAE(AE):
         self.association_request_timeout = association_request_timeout
         self.max_connections_per_peer = max_connections_per_peer
         self.peer_slots = PeerSlots()
+        self.pdu_receive_limit: int | None = None  # set from max_pdu_bytes (pdu_limit.py)
         self.admission_refusals = AdmissionCounts()
 
     @property
@@ -206,6 +208,7 @@ class Receiver:
         check_pynetdicom_hooks()  # before any patch: a missing internal stops the start
         install_spooling()
         install_store_request_guard()
+        install_pdu_limit()
         self.settings = settings
         self.store = store
         self.engine = engine
@@ -219,6 +222,7 @@ class Receiver:
         )
         self.ae.maximum_associations = settings.max_associations
         self.ae.maximum_pdu_size = settings.max_pdu_bytes
+        self.ae.pdu_receive_limit = receive_limit(settings.max_pdu_bytes)
         self.ae.network_timeout = settings.network_timeout_seconds
         self.ae.acse_timeout = settings.acse_timeout_seconds
         self.ae.dimse_timeout = settings.dimse_timeout_seconds

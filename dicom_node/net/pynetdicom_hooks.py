@@ -15,6 +15,9 @@ The receiver's durability rests on pynetdicom internals that are not its public 
   a C-STORE naming a SOP class with no storage service is refused with 0x0122 instead of
   aborting the association), the ``uid_to_service_class`` it looks up, and the
   association's ``_accepted_cx`` and ``_sent_release``;
+* ``AssociationSocket.recv`` (wrapped by ``dicom_node.ingest.pdu_limit`` so that a PDU
+  over the receive limit is aborted before its body is read) and its association
+  (``_assoc``), called from ``DULServiceProvider._read_pdu_data``;
 * ``AE.require_calling_aet`` (a property the allowlist overrides), ``AE._servers`` (where
   ``ae.shutdown()`` finds servers) and ``DULServiceProvider.assoc`` (how the spool file
   finds its association's AE).
@@ -88,6 +91,7 @@ def missing_hooks(
     dul: type = DULServiceProvider,
     assoc: type = Association,
     assoc_module: types.ModuleType = association,
+    assoc_socket: type = transport.AssociationSocket,
 ) -> list[str]:
     """What of the patched internals is missing (empty: all there)."""
     missing = [f"pynetdicom._config.{n}" for n in _CONFIG_NAMES if not hasattr(config, n)]
@@ -121,6 +125,15 @@ def missing_hooks(
             "the uid_to_service_class lookup in Association._serve_request (a C-STORE of an "
             "unsupported SOP class could abort the association again)"
         )
+    recv = getattr(assoc_socket, "recv", None)
+    read_pdu = getattr(getattr(dul, "_read_pdu_data", None), "__code__", None)
+    if recv is None or read_pdu is None or "recv" not in read_pdu.co_names:
+        missing.append(
+            "AssociationSocket.recv, as DULServiceProvider._read_pdu_data reads a PDU with it "
+            "(the receive limit on PDU size would no longer apply)"
+        )
+    if "_assoc" not in assoc_socket.__init__.__code__.co_names:  # type: ignore[misc]
+        missing.append("AssociationSocket._assoc")
     init_names = assoc.__init__.__code__.co_names  # type: ignore[misc]
     missing += [
         f"Association.{n}" for n in ("_accepted_cx", "_sent_release") if n not in init_names

@@ -76,6 +76,8 @@ def test_server_ae_and_dul_changes_are_named() -> None:
         "ApplicationEntity.require_calling_aet (a property)",
         "ApplicationEntity._servers",
         "DULServiceProvider.assoc",
+        "AssociationSocket.recv, as DULServiceProvider._read_pdu_data reads a PDU with it "
+        "(the receive limit on PDU size would no longer apply)",
     ]
 
     class WrapsNothing(transport.ThreadedAssociationServer):
@@ -117,6 +119,21 @@ def test_association_changes_are_named() -> None:
         "Association._accepted_cx",
         "Association._sent_release",
     ]
+
+
+def test_pdu_reading_changes_are_named() -> None:
+    class NoRecv:
+        def __init__(self) -> None:
+            self._assoc = None
+
+    (problem,) = missing_hooks(assoc_socket=NoRecv)
+    assert problem.startswith("AssociationSocket.recv")
+
+    class Renamed(transport.AssociationSocket):
+        def __init__(self) -> None:
+            self.association = None
+
+    assert missing_hooks(assoc_socket=Renamed) == ["AssociationSocket._assoc"]
 
 
 def test_a_missing_hook_stops_the_receiver_before_it_patches(
