@@ -10,8 +10,8 @@ request's PDU header and its whole body are in the socket's buffer (a silent con
 costs a thread asleep in ``select``, no CPU), at most
 ``association_request_timeout_seconds``. Then the connection goes to pynetdicom, which
 reads the request as it always does. A connection that closes, stays silent, sends
-something other than an A-ASSOCIATE-RQ, or announces a request over
-``MAX_REQUEST_BYTES`` is closed at once and never holds a slot; a peer address may hold at
+something other than a well-formed A-ASSOCIATE-RQ (``request_problem``: structure only),
+or announces a request over ``MAX_REQUEST_BYTES`` is closed at once and never holds a slot; a peer address may hold at
 most ``max_connections_per_peer`` connections waiting here or associated.
 
 Each refusal is logged once, with the peer and the reason, and counted by reason
@@ -104,9 +104,79 @@ def await_association_request(
                     )
                 wanted = PDU_HEADER_BYTES + length
             if seen >= wanted:
+                problem = request_problem(bytes(data[:wanted]))
+                if problem is not None:
+                    raise Refused("malformed", problem)
                 return
     finally:
         sock.settimeout(previous)
+
+
+# A-ASSOCIATE-RQ items (PS3.8 9.3.2): application context, presentation context, user
+# information; inside a presentation context: abstract and transfer syntaxes.
+_APPLICATION_CONTEXT, _PRESENTATION_CONTEXT, _USER_INFORMATION = 0x10, 0x20, 0x50
+_ABSTRACT_SYNTAX, _TRANSFER_SYNTAX = 0x30, 0x40
+_UID_BYTES = frozenset(b"0123456789.")
+
+
+def _items(data: bytes, start: int, end: int) -> list[tuple[int, bytes]] | None:
+    """The (type, value) items tiling ``data[start:end]`` exactly, or None."""
+    items: list[tuple[int, bytes]] = []
+    offset = start
+    while offset < end:
+        if offset + 4 > end:
+            return None
+        kind = data[offset]
+        (length,) = struct.unpack_from(">H", data, offset + 2)
+        if offset + 4 + length > end:
+            return None
+        items.append((kind, data[offset + 4 : offset + 4 + length]))
+        offset += 4 + length
+    return items
+
+
+def _is_uid(value: bytes) -> bool:
+    value = value.rstrip(b"\x00 ")
+    return 0 < len(value) <= 64 and set(value) <= _UID_BYTES
+
+
+def _is_ae_title(value: bytes) -> bool:
+    text = value.strip(b" \x00")
+    return bool(text) and all(0x20 <= c <= 0x7E and c != 0x5C for c in text)
+
+
+def request_problem(pdu: bytes) -> str | None:
+    """Why ``pdu`` (a whole A-ASSOCIATE-RQ) is not a well-formed request; None when it is.
+
+    The structure is checked, not what it asks for (that is pynetdicom's negotiation):
+    AE titles of printable characters, items that tile the PDU exactly, one application
+    context and at least one presentation context whose syntaxes are UIDs. A request that
+    pynetdicom could not decode would otherwise hold an association slot until the ACSE
+    timeout, however soon its sender went away.
+    """
+    if len(pdu) < PDU_HEADER_BYTES + 68:
+        return "association request shorter than its fixed fields"
+    if not (_is_ae_title(pdu[10:26]) and _is_ae_title(pdu[26:42])):
+        return "association request with an AE title that is not printable text"
+    items = _items(pdu, PDU_HEADER_BYTES + 68, len(pdu))
+    if items is None:
+        return "association request whose item lengths do not add up"
+    contexts = 0
+    for kind, value in items:
+        if kind == _APPLICATION_CONTEXT and not _is_uid(value):
+            return "association request with an application context that is not a UID"
+        if kind == _PRESENTATION_CONTEXT:
+            syntaxes = _items(value, 4, len(value)) if len(value) >= 4 else None
+            if not syntaxes or any(
+                k in (_ABSTRACT_SYNTAX, _TRANSFER_SYNTAX) and not _is_uid(v) for k, v in syntaxes
+            ):
+                return "association request with a malformed presentation context"
+            contexts += 1
+        elif kind not in (_APPLICATION_CONTEXT, _USER_INFORMATION):
+            return f"association request with an unknown item 0x{kind:02x}"
+    if contexts == 0 or sum(kind == _APPLICATION_CONTEXT for kind, _ in items) != 1:
+        return "association request without its application or presentation contexts"
+    return None
 
 
 class AdmissionCounts:

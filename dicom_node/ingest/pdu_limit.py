@@ -28,6 +28,7 @@ from typing import Any
 from pynetdicom.transport import AssociationSocket
 
 from dicom_node.ingest.admission import MAX_REQUEST_BYTES
+from dicom_node.ingest.peer_log import PEER_LINES
 
 logger = logging.getLogger(__name__)
 
@@ -63,12 +64,15 @@ def _abort(sock: AssociationSocket, length: int, limit: int) -> None:
             raw.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass  # already gone: nothing more to tell it
-    logger.warning(
-        "association from %s aborted: a PDU of %d bytes announced, at most %d taken",
-        peer,
-        length,
-        limit,
-    )
+    allowed, dropped = PEER_LINES.allow(peer)
+    if allowed:
+        logger.warning(
+            "association from %s aborted: a PDU of %d bytes announced, at most %d taken%s",
+            peer,
+            length,
+            limit,
+            f" ({dropped} more line(s) from {peer} dropped)" if dropped else "",
+        )
 
 
 def _limited_recv(self: AssociationSocket, nr_bytes: int) -> bytearray:

@@ -34,6 +34,7 @@ from dicom_node.ingest.admission import (
 )
 from dicom_node.ingest.index import index_instance, lookup_instance, read_header
 from dicom_node.ingest.pdu_limit import install_pdu_limit, receive_limit
+from dicom_node.ingest.peer_log import PEER_LINES, install_peer_log_filter
 from dicom_node.ingest.spool import SpoolFile, install_spooling
 from dicom_node.ingest.store_requests import (
     ACCEPTED_TRANSFER_SYNTAXES,
@@ -141,7 +142,12 @@ class _ThreadedHandshakeServer(ThreadedAssociationServer):
         """Close a connection before it became an association: logged once, counted."""
         ae: NodeAE = self.ae  # type: ignore[assignment]
         ae.admission_refusals.add(refused.reason)
-        logger.warning("connection from %s closed before association: %s", host, refused)
+        allowed, dropped = PEER_LINES.allow(host)
+        if allowed:
+            more = f" ({dropped} more line(s) from {host} dropped)" if dropped else ""
+            logger.warning(
+                "connection from %s closed before association: %s%s", host, refused, more
+            )
         self.shutdown_request(request)
 
 
@@ -209,6 +215,7 @@ class Receiver:
         install_spooling()
         install_store_request_guard()
         install_pdu_limit()
+        install_peer_log_filter()
         self.settings = settings
         self.store = store
         self.engine = engine

@@ -162,3 +162,22 @@ def test_a_request_that_arrives_in_pieces_is_admitted(receiver: Callable[..., An
         answer = sock.recv(1)
     assert answer == b"\x02"  # A-ASSOCIATE-AC
     assert node.receiver.ae.admission_refusals.snapshot() == {}
+
+
+def test_request_problem_checks_the_structure_of_a_request() -> None:
+    from dicom_node.ingest.admission import request_problem
+
+    good = recorded_association_request()
+    assert request_problem(good) is None
+    bad_title = good[:10] + b"\x01" * 16 + good[26:]
+    assert "AE title" in (request_problem(bad_title) or "")
+    cut = good[:-3]
+    assert "do not add up" in (request_problem(cut) or "")
+    # The first item (the application context) turned into an unknown item type.
+    unknown = good[:74] + b"\x99" + good[75:]
+    assert "unknown item 0x99" in (request_problem(unknown) or "")
+    # A presentation context's abstract syntax with a letter in it.
+    at = good.index(b"1.2.840.10008.1.1", good.index(b"\x30\x00"))
+    not_uid = good[:at] + b"X" + good[at + 1 :]
+    assert "presentation context" in (request_problem(not_uid) or "")
+    assert "shorter" in (request_problem(good[:40]) or "")
