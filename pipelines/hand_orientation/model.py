@@ -3,7 +3,8 @@
 The network runs in one of two runtimes, chosen when the model is loaded:
 
 ``"torch"`` (default)
-    the MONAI ResNet itself, eager, channels-last, under ``torch.inference_mode``.
+    the network itself (a MONAI ResNet or the VGG16 of ``network``, as ``model.json``'s
+    architecture says), eager, channels-last, under ``torch.inference_mode``.
 ``"onnxruntime"``
     the same network exported to ONNX in memory when the model is loaded (torch's
     TorchScript-based exporter; a few seconds for ResNet-50) and run by ONNX Runtime's

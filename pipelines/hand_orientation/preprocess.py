@@ -28,6 +28,13 @@ float32 rounding of a half grey level (then the two may round apart: at most 1 g
 level; none seen in tests). Other dtypes go through MONAI's transform itself.
 
 ``InputSpec`` is stored in every model's card, so a model is always fed as it was trained.
+``input_spec(architecture, resize, crop)`` gives each architecture's step 5: the ResNets
+take the torchvision ImageNet mean and standard deviation (the paper's zero-centring);
+``vgg16`` takes what its Caffe-lineage ImageNet weights expect (``pipelines.ct_body_part
+.vgg16_init``): the grey level 0..255 in all three channels minus the per-channel means in
+BGR order, ``CAFFE_MEAN_BGR``, and no scaling — stored as mean = ``CAFFE_MEAN_BGR`` / 255
+and std = 1 / 255 on the 0..1 scale, so the same step 5 computes x − mean exactly (the
+divisor 255 · float32(1/255) is exactly 1).
 """
 
 from __future__ import annotations
@@ -47,6 +54,11 @@ from monai.transforms import (
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: The VGG "caffe" means, B, G, R on the 0..255 scale (as ``pipelines.ct_body_part.network
+#: .CAFFE_MEAN_BGR``; a unit test holds them equal).
+CAFFE_MEAN_BGR: tuple[float, float, float] = (103.939, 116.779, 123.68)
+CAFFE_MEAN = (CAFFE_MEAN_BGR[0] / 255.0, CAFFE_MEAN_BGR[1] / 255.0, CAFFE_MEAN_BGR[2] / 255.0)
+CAFFE_STD = (1.0 / 255.0, 1.0 / 255.0, 1.0 / 255.0)
 
 
 @dataclass(frozen=True)
@@ -73,6 +85,14 @@ class InputSpec:
             mean=tuple(float(v) for v in data["mean"]),  # type: ignore[arg-type]
             std=tuple(float(v) for v in data["std"]),  # type: ignore[arg-type]
         )
+
+
+def input_spec(architecture: str, resize: int, crop: int) -> InputSpec:
+    """The input ``architecture`` is trained and run on: Caffe means for ``vgg16``, the
+    torchvision ImageNet mean and standard deviation for the ResNets."""
+    if architecture == "vgg16":
+        return InputSpec(resize=resize, crop=crop, mean=CAFFE_MEAN, std=CAFFE_STD)
+    return InputSpec(resize=resize, crop=crop)
 
 
 def resized_8bit(display: np.ndarray, spec: InputSpec) -> torch.Tensor:

