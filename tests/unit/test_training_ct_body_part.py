@@ -420,3 +420,20 @@ def test_the_paper_step_trains_from_the_imagenet_weights_where_the_literal_one_d
     assert max(paper[1:]) < paper[0]  # never above where it started
     literal = losses(0.002)
     assert not math.isfinite(literal[-1]) or max(literal) > 1000 * literal[0]
+
+
+def test_realistic_scans_render_through_the_scans_reconstruction() -> None:
+    """Off by default (the plain phantoms every preset trains on); on, the slices go
+    through the drawn reconstruction, its padding read as air."""
+    from training.ct_body_part.data import render_phantom_volume
+    from training.ct_body_part.train import preset as ubr_preset
+
+    spec = ubr_preset("smoke").spec
+    plain = render_phantom_volume(3, spec, max_slices=6)
+    again = render_phantom_volume(3, spec, max_slices=6, realistic=False)
+    realistic = render_phantom_volume(3, spec, max_slices=6, realistic=True)
+    np.testing.assert_array_equal(plain.images, again.images)
+    assert realistic.images.shape == plain.images.shape
+    assert not np.array_equal(realistic.images, plain.images)
+    np.testing.assert_array_equal(realistic.z_mm, plain.z_mm)
+    assert ubr_preset("cpu").realistic_scans is False

@@ -57,6 +57,13 @@ def register(commands: TrainerCommands) -> None:
     p.add_argument("--data", type=Path, help="folder of CT series (any layout)")
     p.add_argument("--archive", action="store_true", help="train on the node's storage folder")
     p.add_argument("--synthetic", type=int, help="train on N synthetic CT phantoms")
+    p.add_argument(
+        "--realistic-scans",
+        action="store_true",
+        default=None,
+        help="render the phantoms through a drawn reconstruction (field of view and padding, "
+        "couch, kernel, correlated noise, streaks, metal)",
+    )
     p.add_argument("--calibration", type=Path, help="CSV of zone ranges in labelled series")
     p.add_argument("--arch", choices=["vgg16", "alexnet"])
     p.add_argument("--size", type=int, help="input size in pixels (default 128)")
@@ -148,6 +155,7 @@ def train_command(args: argparse.Namespace, node: NodeContext) -> int:
         "source": "folder" if data is not None else ("synthetic" if args.synthetic else None),
         "data_dir": data,
         "synthetic_volumes": args.synthetic,
+        "realistic_scans": args.realistic_scans,
         "calibration_file": args.calibration,
         "architecture": args.arch,
         "size": args.size,

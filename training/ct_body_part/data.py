@@ -24,16 +24,19 @@ import numpy as np
 import pydicom
 
 from pipelines.ct_body_part.preprocess import InputSpec, slice_to_input, slices_to_inputs
-from pipelines.ct_body_part.volume import read_ct_geometry
+from pipelines.ct_body_part.volume import AIR_HU, read_ct_geometry
 from pipelines.errors import PipelineInputError
 from training.runs import Advance
 from training.synthetic.ct_phantoms import make_phantom, random_scan, render_slice
+from training.synthetic.ct_reconstruction import Reconstruction
 
 logger = logging.getLogger(__name__)
 
 #: Files that are never DICOM slices: skipped by the folder scan without a warning.
 NOT_DICOM_SUFFIXES = frozenset({".csv", ".json", ".txt", ".md", ".png", ".jpg", ".pt", ".toml"})
-#: Field of view of the synthetic phantoms (mm): 512 pixels of 0.9 mm, as they are written.
+#: Field of view (mm) of synthetic phantoms rendered without a reconstruction: 512 pixels
+#: of 0.9 mm, as ``write_ct_series`` writes them by default (training renders each scan
+#: through its own reconstruction, 150 to 500 mm).
 PHANTOM_FOV_MM = 512 * 0.9
 
 
@@ -134,20 +137,38 @@ def render_phantom_volume(
     max_slices: int | None = 160,
     region: str | None = None,
     anatomy_order: str = "normal",
+    realistic: bool = False,
 ) -> TrainingVolume:
     """One phantom scan, rendered at twice the input size and area-averaged down to it, as
     a 512² slice is; ``anatomy_order`` ``"reversed"`` or ``"mixed"`` re-orders the
-    slices against their z, as ``write_ct_series`` does in DICOM."""
+    slices against their z, as ``write_ct_series`` does in DICOM.
+
+    ``realistic``: the slices go through the scan's reconstruction (``Scan.reconstruction``:
+    its field of view and centre, couch, textures, kernel, correlated noise, streaks and
+    metal), and its padding outside the reconstruction circle reads as air, as the
+    pipeline reads a Pixel Padding Value. Otherwise the plain phantoms in a fixed 461 mm
+    field, as before (what every preset trains on until a model trained on realistic
+    scans is shipped: see training/ct_body_part/README.md)."""
     phantom = make_phantom(seed)
     rng = np.random.default_rng(seed + 7_000_003)
     scan = random_scan(phantom, rng, region=region, max_slices=max_slices)
+    recon = scan.reconstruction if realistic else None
     z = np.sort(np.asarray(scan.z_positions, dtype=np.float64))[::-1]  # superior first
     render_size = 2 * spec.size
-    spacing = PHANTOM_FOV_MM / render_size
     images = np.stack(
         [
             slice_to_input(
-                render_slice(phantom, float(value), size=render_size, pixel_spacing=spacing), spec
+                _padding_as_air(
+                    render_slice(
+                        phantom,
+                        float(value),
+                        size=render_size,
+                        pixel_spacing=None if realistic else PHANTOM_FOV_MM / render_size,
+                        reconstruction=recon,
+                    ),
+                    recon,
+                ),
+                spec,
             )
             for value in z
         ]
@@ -160,6 +181,14 @@ def render_phantom_volume(
         zones=dict(phantom.zones),
         anatomy_order=anatomy_order,
     )
+
+
+def _padding_as_air(hu: np.ndarray, recon: Reconstruction | None) -> np.ndarray:
+    """``hu`` with the reconstruction's padding pixels set to air (-1000), as
+    ``pipelines.ct_body_part.volume`` does for a Pixel Padding Value."""
+    if recon is not None and recon.padding_hu is not None:
+        hu[hu == np.float32(recon.padding_hu)] = AIR_HU
+    return hu
 
 
 def reorder_anatomy(images: np.ndarray, anatomy_order: str) -> np.ndarray:
@@ -186,13 +215,16 @@ def render_phantom_volumes(
     max_slices: int | None = 160,
     region: str | None = None,
     advance: Advance | None = None,
+    realistic: bool = False,
 ) -> list[TrainingVolume]:
     """``count`` phantoms with seeds ``seed``, ``seed + 1``, …; ``region`` as for
     ``render_phantom_volume`` (None: a random protocol per phantom)."""
     volumes = []
     for index in range(count):
         volumes.append(
-            render_phantom_volume(seed + index, spec, max_slices=max_slices, region=region)
+            render_phantom_volume(
+                seed + index, spec, max_slices=max_slices, region=region, realistic=realistic
+            )
         )
         if advance is not None:
             advance(index + 1, count)

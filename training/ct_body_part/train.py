@@ -113,6 +113,10 @@ class TrainConfig:
     data_dir: Path | None = None
     synthetic_volumes: int = 48
     max_slices: int = 160  # per synthetic volume
+    # Synthetic scans through a drawn reconstruction (field of view, couch, kernel, noise,
+    # streaks: training/synthetic/ct_reconstruction.py). Off in every preset until a model
+    # trained on them has been measured and shipped (training/ct_body_part/README.md).
+    realistic_scans: bool = False
     calibration_file: Path | None = None  # None with synthetic data: two labelled phantoms
     architecture: str = "vgg16"
     size: int = 128
@@ -538,18 +542,21 @@ def _load_data(config: TrainConfig, spec: InputSpec, progress: Any) -> TrainingD
             seed=config.seed,
             max_slices=config.max_slices,
             advance=progress_callback(progress, "phantoms"),
+            realistic=config.realistic_scans,
         )
         validation = render_phantom_volumes(
             config.validation_volumes,
             spec,
             seed=config.seed + VALIDATION_SEED_OFFSET,
             max_slices=config.max_slices,
+            realistic=config.realistic_scans,
         )
         test = render_phantom_volumes(
             config.test_volumes,
             spec,
             seed=config.seed + TEST_SEED_OFFSET,
             max_slices=config.max_slices,
+            realistic=config.realistic_scans,
         )
         abnormal = [
             render_phantom_volume(
@@ -557,6 +564,7 @@ def _load_data(config: TrainConfig, spec: InputSpec, progress: Any) -> TrainingD
                 spec,
                 max_slices=config.max_slices,
                 anatomy_order="reversed" if index % 2 == 0 else "mixed",
+                realistic=config.realistic_scans,
             )
             for index in range(config.abnormal_test_volumes)
         ]
@@ -595,6 +603,7 @@ def synthetic_calibration_set(config: TrainConfig, spec: InputSpec) -> list[Cali
         seed=config.seed + CALIBRATION_SEED_OFFSET,
         max_slices=config.max_slices,
         region=CALIBRATION_REGION,
+        realistic=config.realistic_scans,
     ):
         labels = [z if z in ("chest", "abdomen", "pelvis") else None for z in volume.zone_labels()]
         out.append(CalibrationVolume(volume, labels))

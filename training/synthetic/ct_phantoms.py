@@ -27,6 +27,19 @@ organ sizes, bowel loops, lung vessels, bladder filling, sex (breasts, prostate 
 uterus), arms up or down, intravenous contrast or not, the body's position (a few cm) and
 in-plane rotation (±5°) in the field of view, a patient couch, and noise.
 
+Per scan, ``random_scan`` also draws how a scanner would reconstruct it
+(``Scan.reconstruction``, a ``ct_reconstruction.Reconstruction``): the field of view
+(250 to 500 mm for the body, 200 to 300 mm for heads, ≈ 10 % targeted 150 to 250 mm
+reconstructions on the spine or off-centre) and its centre, the patient a few more cm
+off the isocentre, padding outside the reconstruction circle (−2048, −1024, −3024 or
+−2000), a couch (flat board or curved cradle, with or without a foam mattress, a head
+holder for head protocols), fat, muscle and lung texture, the kernel (soft, standard,
+sharp), noise with a CT noise power spectrum (5 to 40 HU), streaks near dense bone and,
+in ≈ 5 % of scans, metal (a hip prosthesis or dental fillings) with its streaks.
+``render_slice(..., reconstruction=scan.reconstruction)`` renders a slice through it,
+``write_ct_series(..., reconstruction=...)`` writes it (with Pixel Padding Value); without
+one both render as before.
+
 Anatomy: head (scalp, skull, brain with white matter and ventricles, orbits and globes,
 ethmoid, nasal cavity, maxillary sinuses, mastoids, petrous bones, clivus, palate, teeth,
 mandible), neck (pharynx, larynx, trachea, thyroid, oesophagus, cervical spine), chest
@@ -42,13 +55,15 @@ muscle ≈ 45, liver ≈ 60, blood 40 (≈ 160 with contrast), lung −860, cort
 
 Pixels: ``render_slice`` returns float32 HU, rows along +y (posterior down), columns along
 +x (the patient's right on the image's left), the field of view ``size × pixel_spacing``
-mm centred on the isocentre, clipped to [−1024, 3071]. Edges are anti-aliased (partial
-volume), the noise is Gaussian, seeded by the subject and z, so the same call gives the
-same picture. About 5 ms for 512 × 512 (12 ms at worst) and 1 ms for 128 × 128 (2.5 ms at
-worst) on one core.
+mm centred on the isocentre (or the reconstruction's field and centre), clipped to
+[−1024, 3071] (the padding apart). Edges are anti-aliased (partial volume); without a
+reconstruction the noise is Gaussian (a 2 × 2 grain); everything random is seeded by the
+subject, z, size, spacing and the reconstruction's seed, so the same call gives the same
+picture. About 5 ms for 512 × 512 and 1 ms for 128 × 128 on one core; through a
+reconstruction about 10 ms and 2 ms.
 
 Files: ``write_ct_series`` writes a CT Image Storage series (explicit VR little endian,
-16-bit signed, rescale to HU) with exact geometry; ``anatomy_order`` can make the pixel
+16-bit signed, Rescale Intercept 0: stored values are HU) with exact geometry; ``anatomy_order`` can make the pixel
 data disagree with the geometry ("reversed" or "mixed") and ``shuffle_instance_numbers``
 makes Instance Number useless for sorting, for the pipeline's tests.
 """
@@ -70,6 +85,18 @@ import numpy.typing as npt
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
+from training.synthetic.ct_reconstruction import (
+    METAL_HU,
+    Metal,
+    Reconstruction,
+    TissueValues,
+    add_streaks,
+    add_textures,
+    draw_reconstruction,
+    filter_and_noise,
+    outside_field,
+    paint_table,
+)
 from training.synthetic.hand_films import SYNTHETIC_UID_ROOT
 
 __all__ = [
@@ -80,6 +107,7 @@ __all__ = [
     "SPACINGS_MM",
     "ZONES",
     "Phantom",
+    "Reconstruction",
     "Scan",
     "WrittenSeries",
     "body_mask",
@@ -512,13 +540,21 @@ _Ellipse = tuple[float, float, float, float]
 class _Canvas:
     """A HU image painted with anti-aliased ellipses given in body coordinates (mm)."""
 
-    def __init__(self, size: int, spacing: float, phantom: Phantom) -> None:
+    def __init__(
+        self,
+        size: int,
+        spacing: float,
+        phantom: Phantom,
+        offset: tuple[float, float] | None = None,
+    ) -> None:
         self.size = size
         self.ps = spacing
         self.half = (size - 1) / 2.0 * spacing
         self.cos = math.cos(math.radians(phantom.rotation_deg))
         self.sin = math.sin(math.radians(phantom.rotation_deg))
-        self.ox, self.oy = phantom.offset_mm
+        # The body's offset from the image centre (mm): the phantom's own, or as a
+        # reconstruction places it.
+        self.ox, self.oy = phantom.offset_mm if offset is None else offset
         self.X, self.Y = _body_grid(size, spacing, phantom.rotation_deg, self.ox, self.oy)
         self.img = np.full((size, size), AIR, dtype=np.float32)
 
@@ -704,10 +740,11 @@ def _spine_y(s: _Section, r_vb: float) -> float:
     return _lerp(neck, trunk, s.trunk)
 
 
-def _paint(cv: _Canvas, ph: Phantom, c: float) -> None:
+def _paint(cv: _Canvas, ph: Phantom, c: float, *, table: bool = True) -> None:
+    """The anatomy at canonical z ``c`` (and, with ``table``, the phantom's own couch)."""
     s = _section(ph, c)
     hu = ph.hu
-    if ph.table:
+    if table and ph.table:
         cv.table(ph.offset_mm[1] + ph.back_y_mm + 2.0)
     _outline(cv, ph, c, s)
     if c > -215.0:
@@ -1506,17 +1543,101 @@ def _pelvis_bones(cv: _Canvas, ph: Phantom, c: float, s: _Section) -> None:
             )
 
 
+# -- implants -------------------------------------------------------------------------------
+
+#: The dental arches (canonical z top, bottom; the arch's y and depth as fractions of the
+#: head's half-depth), as ``_head`` paints the teeth.
+_DENTAL_ARCHES = ((-146.0, -161.0, 0.45, 0.55), (-163.0, -176.0, 0.4, 0.52))
+
+
+def _implant(cv: _Canvas, ph: Phantom, c: float, kind: Metal, seed: int) -> None:
+    """Metal at canonical z ``c``: a hip prosthesis (cup, head and stem in place of the
+    femoral head and the top of the shaft) or dental fillings on the arches."""
+    if kind == "dental":
+        if not -140.0 > c > -182.0:
+            return
+        s = _section(ph, c)
+        rng = np.random.default_rng([abs(int(seed)), 0x44454E54])
+        for _ in range(int(rng.integers(2, 7))):
+            top, bottom, ya, yb = _DENTAL_ARCHES[int(rng.integers(2))]
+            c0 = float(rng.uniform(bottom + 4.0, top - 4.0))
+            half = float(rng.uniform(3.0, 6.0))
+            phi = float(rng.uniform(0.3, 1.35)) * (1.0 if rng.random() < 0.5 else -1.0)
+            r0 = float(rng.uniform(2.5, 5.0))
+            q = 1.0 - ((c - c0) / half) ** 2
+            if q <= 0.0:
+                continue
+            arch_a, arch_b = 0.6 * s.a - 4.5, yb * s.b - 4.5
+            x = arch_a * math.sin(phi)
+            y = s.cy - ya * s.b - arch_b * math.cos(phi)
+            r = r0 * math.sqrt(q)
+            cv.ellipse(x, y, r, r, METAL_HU)
+        return
+    side = 1.0 if kind == "hip_left" else -1.0  # +x is the patient's left
+    frame = _hip_frame(ph)
+    hip_x = _hip_x(ph)
+    y_fh = frame.cy - 0.02 * frame.b
+    c_fh = CANONICAL_LANDMARKS["femoral_head"]
+    dz = c - c_fh
+    fx = side * hip_x
+    ball = (24.0 * ph.width_scale + 2.0) ** 2 - dz * dz
+    if ball > 0.0 and dz < 18.0:
+        # The cup (a hemisphere open below) around the head.
+        r = math.sqrt(ball)
+        cv.ellipse(fx, y_fh, r, r, METAL_HU)
+    if dz < -12.0:
+        t = _ramp(c, c_fh - 12.0, c_fh - 70.0)
+        x = _lerp(fx, side * (hip_x + 38.0), t)
+        y = _lerp(y_fh, y_fh + 8.0, t)
+        r = _lerp(9.0, 6.0, t)
+        cv.ellipse(x, y, r, r * 0.85, METAL_HU)
+
+
 # -- rendering -------------------------------------------------------------------------------
 
 
-def _noise_rng(phantom: Phantom, z_mm: float, size: int, spacing: float) -> np.random.Generator:
+def _noise_rng(
+    phantom: Phantom, z_mm: float, size: int, spacing: float, *extra: int
+) -> np.random.Generator:
     key = [
         abs(phantom.seed) & 0xFFFFFFFF,
         int(round(z_mm * 1000.0)) & 0xFFFFFFFFFFFF,
         size,
         int(round(spacing * 1e6)),
+        *extra,
     ]
     return np.random.default_rng(key)
+
+
+def _image_geometry(
+    size: int, pixel_spacing: float | None, reconstruction: Reconstruction | None
+) -> float:
+    """The pixel spacing: ``pixel_spacing`` (default 0.9 mm), or the reconstruction's
+    field of view over ``size``."""
+    if size < 1:
+        raise ValueError("size must be positive")
+    if reconstruction is None:
+        spacing = 0.9 if pixel_spacing is None else float(pixel_spacing)
+    else:
+        spacing = reconstruction.pixel_spacing(int(size))
+        if pixel_spacing is not None and not math.isclose(
+            float(pixel_spacing), spacing, rel_tol=1e-6
+        ):
+            raise ValueError(
+                f"pixel_spacing {pixel_spacing} disagrees with the reconstruction's "
+                f"{reconstruction.fov_mm} mm field of view over {size} pixels"
+            )
+    if spacing <= 0.0:
+        raise ValueError("pixel_spacing must be positive")
+    return spacing
+
+
+def _recon_offset(phantom: Phantom, recon: Reconstruction) -> tuple[float, float]:
+    """The body's offset from the image centre (mm) under ``recon``."""
+    return (
+        phantom.offset_mm[0] + recon.patient_shift_mm[0] - recon.centre_mm[0],
+        phantom.offset_mm[1] + recon.patient_shift_mm[1] - recon.centre_mm[1],
+    )
 
 
 def render_slice(
@@ -1524,24 +1645,34 @@ def render_slice(
     z_mm: float,
     *,
     size: int = 512,
-    pixel_spacing: float = 0.9,
+    pixel_spacing: float | None = None,
     noise: bool = True,
+    reconstruction: Reconstruction | None = None,
 ) -> _FloatArray:
     """The axial slice at ``z_mm``: float32 HU, (rows, columns) = (size, size).
 
     Rows go along +y (posterior is down), columns along +x (the patient's left to the
-    right); the field of view, ``size · pixel_spacing`` mm, is centred on the isocentre
-    (x = y = 0), so the top-left pixel centre is at x = y = −(size − 1)/2 · pixel_spacing.
-    Deterministic for the phantom, z, size and spacing; ``noise=False`` leaves out the
-    Gaussian noise. Values are clipped to [−1024, 3071].
+    right). Without a ``reconstruction``, the field of view, ``size · pixel_spacing`` mm
+    (0.9 mm by default), is centred on the isocentre (x = y = 0), so the top-left pixel
+    centre is at x = y = −(size − 1)/2 · pixel_spacing; the noise is Gaussian (2 × 2
+    grain) and the couch the phantom's own. With one (``ct_reconstruction``), the
+    field of view is ``reconstruction.fov_mm`` (``pixel_spacing``, if given, must be
+    ``fov_mm / size``) centred on ``reconstruction.centre_mm``, and the image gets its
+    couch, textures, streaks, kernel, correlated noise and padding outside the
+    reconstruction circle. Deterministic for the phantom, z, size, spacing and
+    reconstruction; ``noise=False`` leaves out the noise (nothing else). Values are
+    clipped to [−1024, 3071], except the padding.
     """
-    if size < 1 or pixel_spacing <= 0.0:
-        raise ValueError("size and pixel_spacing must be positive")
-    cv = _Canvas(int(size), float(pixel_spacing), phantom)
+    spacing = _image_geometry(size, pixel_spacing, reconstruction)
+    if reconstruction is not None:
+        return _render_reconstructed(
+            phantom, float(z_mm), int(size), spacing, reconstruction, noise
+        )
+    cv = _Canvas(int(size), spacing, phantom)
     _paint(cv, phantom, phantom.canonical_z(float(z_mm)))
     img = cv.img
     if noise and phantom.noise_hu > 0.0:
-        rng = _noise_rng(phantom, float(z_mm), int(size), float(pixel_spacing))
+        rng = _noise_rng(phantom, float(z_mm), int(size), spacing)
         # Gaussian noise averaged over 2 × 2 neighbours: the same σ, a CT-like grain.
         white = rng.standard_normal((size + 1, size + 1), dtype=np.float32)
         grain = white[:-1, :-1] + white[1:, :-1]
@@ -1553,29 +1684,77 @@ def render_slice(
     return img
 
 
+def _render_reconstructed(
+    phantom: Phantom, z_mm: float, size: int, spacing: float, recon: Reconstruction, noise: bool
+) -> _FloatArray:
+    c = phantom.canonical_z(z_mm)
+    offset = _recon_offset(phantom, recon)
+    cv = _Canvas(size, spacing, phantom, offset)
+    _paint(cv, phantom, c, table=False)
+    if recon.metal is not None:
+        _implant(cv, phantom, c, recon.metal, recon.seed)
+    img = cv.img
+    rng = _noise_rng(phantom, z_mm, size, spacing, recon.seed & 0xFFFFFFFF)
+    s = _section(phantom, c)
+    half = (size - 1) / 2.0
+    if recon.textures:
+        front = (offset[1] + s.cy - s.bo) / spacing + half
+        back = (offset[1] + s.cy + s.bo) / spacing + half
+        tissue = TissueValues(phantom.hu["fat"], phantom.hu["muscle"], phantom.hu["lung"])
+        add_textures(img, rng, spacing, tissue, (front, back))
+    if recon.table is not None:
+        back_y = phantom.offset_mm[1] + recon.patient_shift_mm[1] + phantom.back_y_mm
+        paint_table(img, recon.table, spacing, recon.centre_mm, back_y)
+    path = add_streaks(img, rng, spacing, offset[0] / spacing + half, recon.streak_scale)
+    # Noise rises where dense bone crosses the body (shoulders, hips): up to 35 % more.
+    factor = 1.0 + 0.35 * min(max((path - 6.0) / 16.0, 0.0), 1.0)
+    img = filter_and_noise(img, rng, spacing, recon, noise=noise, noise_factor=factor)
+    low = _HU_MIN
+    if recon.padding_hu is not None and recon.padding_hu >= _HU_MIN:
+        low = recon.padding_hu + 1.0  # no pixel inside reads as padding
+    np.clip(img, low, _HU_MAX, out=img)
+    if recon.padding_hu is not None:
+        img[outside_field(size, spacing, recon.centre_mm, recon.fov_mm)] = recon.padding_hu
+    return img
+
+
 def render_volume(
     phantom: Phantom,
     z_positions: Sequence[float] | npt.NDArray[np.floating],
     *,
     size: int = 512,
-    pixel_spacing: float = 0.9,
+    pixel_spacing: float | None = None,
     noise: bool = True,
+    reconstruction: Reconstruction | None = None,
 ) -> _FloatArray:
     """``render_slice`` at each z: (n, size, size) float32."""
     zs = np.asarray(z_positions, dtype=np.float64).reshape(-1)
     out = np.empty((zs.size, size, size), dtype=np.float32)
     for i, z in enumerate(zs):
         out[i] = render_slice(
-            phantom, float(z), size=size, pixel_spacing=pixel_spacing, noise=noise
+            phantom,
+            float(z),
+            size=size,
+            pixel_spacing=pixel_spacing,
+            noise=noise,
+            reconstruction=reconstruction,
         )
     return out
 
 
 def body_mask(
-    phantom: Phantom, z_mm: float, *, size: int = 512, pixel_spacing: float = 0.9
+    phantom: Phantom,
+    z_mm: float,
+    *,
+    size: int = 512,
+    pixel_spacing: float | None = None,
+    reconstruction: Reconstruction | None = None,
 ) -> npt.NDArray[np.bool_]:
-    """Pixels inside the body (skin outline of trunk or head, thighs, arms) at ``z_mm``."""
-    cv = _Canvas(int(size), float(pixel_spacing), phantom)
+    """Pixels inside the body (skin outline of trunk or head, thighs, arms) at ``z_mm``,
+    in the image ``render_slice`` makes with the same arguments."""
+    spacing = _image_geometry(size, pixel_spacing, reconstruction)
+    offset = None if reconstruction is None else _recon_offset(phantom, reconstruction)
+    cv = _Canvas(int(size), spacing, phantom, offset)
     cv.img[...] = 0.0
     c = phantom.canonical_z(float(z_mm))
     s = _section(phantom, c)
@@ -1596,12 +1775,53 @@ def body_mask(
 
 @dataclass(frozen=True, eq=False)
 class Scan:
-    """A scan's slice positions (mm of patient z) in acquisition order."""
+    """A scan's slice positions (mm of patient z) in acquisition order and the
+    reconstruction drawn for it (``render_slice(..., reconstruction=scan.reconstruction)``
+    renders the series as that scanner would; None: not drawn)."""
 
     z_positions: npt.NDArray[np.float64]
     spacing_mm: float
     region: str
     head_first: bool
+    reconstruction: Reconstruction | None = None
+
+
+#: Protocols reconstructed with a head's field of view and a head holder.
+_HEAD_REGIONS = frozenset({"head", "head_neck", "neck"})
+
+
+def _scan_reconstruction(
+    phantom: Phantom, rng: np.random.Generator, region: str, top: float, bottom: float
+) -> Reconstruction:
+    """A reconstruction fitted to the body between ``top`` and ``bottom`` (mm of z)."""
+    cs = [phantom.canonical_z(float(z)) for z in np.linspace(top, bottom, 9)]
+    half_width = arms_half_width = 0.0
+    for c in cs:
+        s = _section(phantom, c)
+        half_width = max(half_width, s.ao)
+        for tx, _ty, r_out, _r in _thigh(phantom, c):
+            half_width = max(half_width, abs(tx) + r_out)
+        if phantom.arms_down:
+            for arm in _arms(phantom, c, s):
+                arms_half_width = max(arms_half_width, abs(arm[0]) + arm[2])
+    mid = cs[len(cs) // 2]
+    s = _section(phantom, mid)
+    ox, oy = phantom.offset_mm
+    r_vb = _SPINE(mid)[0] * math.sqrt(phantom.width_scale)
+    options: list[Metal] = []
+    if min(cs) < CANONICAL_LANDMARKS["femoral_head"] + 20.0:
+        options += ["hip_left", "hip_right"]
+    if max(cs) > -176.0 and min(cs) < -146.0:
+        options.append("dental")
+    return draw_reconstruction(
+        rng,
+        head=region in _HEAD_REGIONS,
+        body_width_mm=2.0 * half_width,
+        arms_width_mm=2.0 * arms_half_width if phantom.arms_down else None,
+        body_centre_mm=(ox, oy + s.cy),
+        spine_mm=(ox, oy + _spine_y(s, r_vb)),
+        metal_options=tuple(options),
+    )
 
 
 def random_scan(
@@ -1612,12 +1832,15 @@ def random_scan(
     spacing_mm: float | None = None,
     max_slices: int | None = None,
     head_first: bool | None = None,
+    reconstruction: Reconstruction | None = None,
 ) -> Scan:
     """A random scan of ``phantom``: a protocol region from ``REGIONS`` (by its weight,
     unless given) with random margins at both ends, a spacing from ``SPACINGS_MM`` (unless
     given) and a random direction (head first 70 %, unless given). ``max_slices`` caps the
     number of slices by widening the spacing (to a multiple of 0.01 mm). Positions are
-    rounded to 0.001 mm and stay within [z_bottom, z_top]."""
+    rounded to 0.001 mm and stay within [z_bottom, z_top]. ``reconstruction`` (unless
+    given) is drawn for the protocol and the body in the scan (``ct_reconstruction``),
+    after everything else, so the draws above are those of a scan without one."""
     names = list(REGIONS)
     if region is None:
         weights = np.array([REGIONS[n][4] for n in names])
@@ -1648,11 +1871,14 @@ def random_scan(
         head_first = bool(rng.random() < 0.7)
     steps = np.arange(count, dtype=np.float64) * spacing_mm
     zs = top - steps if head_first else (top - steps)[::-1]
+    if reconstruction is None:
+        reconstruction = _scan_reconstruction(phantom, rng, region, top, bottom)
     return Scan(
         z_positions=np.round(zs, 3),
         spacing_mm=float(spacing_mm),
         region=region,
         head_first=head_first,
+        reconstruction=reconstruction,
     )
 
 
@@ -1706,15 +1932,20 @@ def _anatomy_source(n: int, order: AnatomyOrder, rng: np.random.Generator) -> li
     raise ValueError(f"unknown anatomy_order {order!r}")
 
 
+#: Convolution Kernel (0018,1210) written for each kernel.
+_KERNEL_NAMES = {"soft": "SOFT", "standard": "STANDARD", "sharp": "BONE"}
+
+
 def write_ct_series(
     folder: Path,
     phantom: Phantom,
     scan: Scan,
     *,
     size: int = 512,
-    pixel_spacing: float = 0.9,
+    pixel_spacing: float | None = None,
     anatomy_order: AnatomyOrder = "normal",
     shuffle_instance_numbers: bool = False,
+    reconstruction: Reconstruction | None = None,
     study_instance_uid: str | None = None,
     patient_id: str | None = None,
     patient_name: str | None = None,
@@ -1737,10 +1968,18 @@ def write_ct_series(
     ``patient_name`` default to PHANTOM-<seed> and Phantom^<seed> (the phantom's seed);
     ``seed`` (default: the phantom's) drives the UIDs, dates, the shuffle and the mixed
     block. ``progress(done, total)`` is called after each file.
+
+    ``pixel_spacing`` defaults to 0.9 mm. With a ``reconstruction`` (e.g. the scan's own,
+    ``scan.reconstruction``) the slices are rendered through it: the pixel spacing is its
+    field of view over ``size``, Image Position (Patient) follows its centre, Reconstruction
+    Diameter, Convolution Kernel and KVP are its, and when it pads outside the
+    reconstruction circle, Pixel Padding Value (0028,0120) holds the padding as stored
+    (signed 16 bits, Rescale Intercept 0: the padding value itself).
     """
     n = len(scan.z_positions)
     if n == 0:
         raise ValueError("the scan has no slices")
+    pixel_spacing = _image_geometry(size, pixel_spacing, reconstruction)
     run_seed = phantom.seed if seed is None else int(seed)
     rng = np.random.default_rng([abs(run_seed), 1 if run_seed < 0 else 0, 0x53455249])
     zs = np.asarray(scan.z_positions, dtype=np.float64)
@@ -1762,6 +2001,7 @@ def write_ct_series(
         shuffle_instance_numbers,
         series_description,
         series_number,
+        *(() if reconstruction is None else (repr(reconstruction),)),
     )
     study_uid = study_instance_uid or _uid(uid_root, "ct-study", run_seed, phantom.seed)
     series_uid = _uid(uid_root, "ct-series", study_uid, *key)
@@ -1773,7 +2013,9 @@ def write_ct_series(
     date, time = acquired.strftime("%Y%m%d"), acquired.strftime("%H%M%S")
     number = abs(phantom.seed)
     body_part = BODY_PARTS.get(scan.region)
-    origin = -(size - 1) / 2.0 * pixel_spacing
+    centre = (0.0, 0.0) if reconstruction is None else reconstruction.centre_mm
+    origin_x = centre[0] - (size - 1) / 2.0 * pixel_spacing
+    origin_y = centre[1] - (size - 1) / 2.0 * pixel_spacing
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
 
@@ -1808,7 +2050,7 @@ def write_ct_series(
     if body_part is not None:
         base.BodyPartExamined = body_part
     base.SliceThickness = _ds(scan.spacing_mm)
-    base.KVP = "120"
+    base.KVP = "120" if reconstruction is None else str(reconstruction.kvp)
     base.DataCollectionDiameter = "500"
     base.DeviceSerialNumber = "0001"
     base.SoftwareVersions = "1"
@@ -1821,6 +2063,10 @@ def write_ct_series(
     base.Exposure = "100"
     base.FilterType = "BODY"
     base.ConvolutionKernel = "STANDARD"
+    if reconstruction is not None:
+        base.ConvolutionKernel = _KERNEL_NAMES[reconstruction.kernel]
+        if reconstruction.table is None:
+            del base.TableHeight
     base.PatientPosition = "HFS" if scan.head_first else "FFS"
     if phantom.contrast:  # Contrast/Bolus module: intravenous iodinated contrast
         base.ContrastBolusAgent = "IODINATED CONTRAST"
@@ -1856,6 +2102,9 @@ def write_ct_series(
     base.RescaleIntercept = "0"
     base.RescaleSlope = "1"
     base.RescaleType = "HU"
+    if reconstruction is not None and reconstruction.padding_hu is not None:
+        # Stored value = (HU − intercept) / slope = the padding value: signed 16 bits.
+        base.add_new(0x00280120, "SS", int(round(reconstruction.padding_hu)))
     base.BurnedInAnnotation = "NO"
     base.LossyImageCompression = "00"
 
@@ -1863,7 +2112,13 @@ def write_ct_series(
     for k in range(n):
         z = float(zs[k])
         z_anatomy = float(zs[source[k]])
-        pixels = render_slice(phantom, z_anatomy, size=size, pixel_spacing=pixel_spacing)
+        pixels = render_slice(
+            phantom,
+            z_anatomy,
+            size=size,
+            pixel_spacing=pixel_spacing,
+            reconstruction=reconstruction,
+        )
         stored = np.rint(pixels).astype("<i2")
         sop_uid = _uid(uid_root, "ct-image", series_uid, k)
         meta = FileMetaDataset()
@@ -1875,7 +2130,7 @@ def write_ct_series(
         ds.file_meta = meta
         ds.SOPInstanceUID = sop_uid
         ds.InstanceNumber = numbers[k]
-        ds.ImagePositionPatient = [_ds(origin), _ds(origin), _ds(z)]
+        ds.ImagePositionPatient = [_ds(origin_x), _ds(origin_y), _ds(z)]
         ds.SliceLocation = _ds(z)
         ds.SmallestImagePixelValue = int(stored.min())
         ds.LargestImagePixelValue = int(stored.max())
@@ -1912,22 +2167,29 @@ def write_ct_study(
     max_slices: int | None = None,
     anatomy_order: AnatomyOrder = "normal",
     shuffle_instance_numbers: bool = False,
+    reconstructed: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> WrittenSeries:
     """One subject (``make_phantom(seed)``), one random scan of it, written to ``folder``.
 
-    ``pixel_spacing`` defaults to a 460 mm field of view (0.9 mm at 512)."""
+    ``pixel_spacing`` defaults to a 460 mm field of view (0.9 mm at 512); ``reconstructed``
+    renders the scan through its drawn reconstruction instead (its own field of view)."""
     phantom = make_phantom(seed)
     rng = np.random.default_rng([abs(int(seed)), 1 if seed < 0 else 0, 0x5343414E])
     scan = random_scan(phantom, rng, region=region, spacing_mm=spacing_mm, max_slices=max_slices)
+    if reconstructed:
+        spacing = pixel_spacing
+    else:
+        spacing = pixel_spacing if pixel_spacing is not None else 460.8 / size
     return write_ct_series(
         folder,
         phantom,
         scan,
         size=size,
-        pixel_spacing=pixel_spacing if pixel_spacing is not None else 460.8 / size,
+        pixel_spacing=spacing,
         anatomy_order=anatomy_order,
         shuffle_instance_numbers=shuffle_instance_numbers,
+        reconstruction=scan.reconstruction if reconstructed else None,
         progress=progress,
     )
 
@@ -1987,10 +2249,12 @@ def write_ct_phantom_series(
     max_slices: int | None = None,
     anatomy_order: AnatomyOrder = "normal",
     shuffle_instance_numbers: bool = False,
+    reconstructed: bool = False,
     show_progress: bool = False,
 ) -> list[WrittenSeries]:
     """``count`` series of distinct subjects (seeds drawn from ``seed``), each in its own
-    folder ``root / "ct_<index>_<subject seed>"``; a rich progress bar counts series."""
+    folder ``root / "ct_<index>_<subject seed>"``; a rich progress bar counts series.
+    ``reconstructed``: as for ``write_ct_study``."""
     if count < 0:
         raise ValueError("count must not be negative")
     rng = np.random.default_rng([abs(int(seed)), 0x50484E54])
@@ -2013,6 +2277,7 @@ def write_ct_phantom_series(
                     max_slices=max_slices,
                     anatomy_order=anatomy_order,
                     shuffle_instance_numbers=shuffle_instance_numbers,
+                    reconstructed=reconstructed,
                 )
             )
             advance(1)
