@@ -17,6 +17,7 @@ from types import ModuleType
 BUILTIN_TRAINERS: dict[str, str] = {
     "hand_orientation": "training.hand_orientation.cli",
     "ct_body_part": "training.ct_body_part.cli",
+    "mura_abnormality": "training.mura_abnormality.cli",
 }
 
 

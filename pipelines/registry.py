@@ -27,10 +27,11 @@ from pipelines.contract import Pipeline, PipelineScope, pipeline_scope
 BUILTIN_PIPELINES: dict[str, str] = {
     "hand_orientation": "pipelines.hand_orientation:HandOrientation",
     "ct_body_part": "pipelines.ct_body_part:CtBodyPart",
+    "mura_abnormality": "pipelines.mura_abnormality:MuraAbnormality",
 }
 
 #: Built-in pipelines that decide per study (the others decide per series).
-BUILTIN_SCOPES: dict[str, PipelineScope] = {}
+BUILTIN_SCOPES: dict[str, PipelineScope] = {"mura_abnormality": "study"}
 
 
 class PipelineUnavailable(LookupError):

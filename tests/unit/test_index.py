@@ -136,8 +136,8 @@ def test_read_header_of_a_missing_file(tmp_path: Path) -> None:
     ("keyword", "value"),
     [
         ("SOPInstanceUID", "1.2.3/../../etc"),
-        ("StudyInstanceUID", "1.2.abc"),
-        ("SeriesInstanceUID", "1.02.3"),
+        ("StudyInstanceUID", "1.2.a b"),
+        ("SeriesInstanceUID", "-1.02.3"),
         ("SOPClassUID", ".."),
     ],
 )

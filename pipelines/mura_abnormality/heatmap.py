@@ -1,0 +1,165 @@
+"""Grad-CAM heat maps (paper 004, module IV) and the picture a reader is sent.
+
+``GradCamMaps`` runs MONAI's ``GradCAM`` on a private copy of the network (MONAI hooks the
+target layer for good; the copy keeps the network that predicts untouched): the gradient
+of the "abnormal" logit with respect to a feature map (``network.gradcam_layer``),
+averaged over the map's positions, weights its channels; their weighted sum, through a
+ReLU, is the coarse map, upsampled bilinearly to the input size. Each map is scaled to
+0..1 by its own maximum (a map without positive evidence stays 0).
+
+``render_overlay`` draws one film as RGB with its heat map over it (the "jet" colours,
+more opaque where the map is higher) and, in a band below the film, a colour bar as the
+legend, the probabilities and "NOT FOR DIAGNOSIS", burned into the pixels. Text uses the
+DejaVu Sans file bundled with matplotlib, so the same input gives the same pixels.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.visualize import GradCAM
+from torch import nn
+
+from pipelines.mura_abnormality.network import gradcam_layer
+
+#: The strongest opacity of the heat map over the film.
+MAX_ALPHA = 0.55
+#: The longest side of the picture's film part; longer films are scaled down.
+DEFAULT_MAX_SIDE = 1024
+#: The narrowest the picture is made (small films are scaled up) so the legend is legible.
+MIN_WIDTH = 512
+NOT_FOR_DIAGNOSIS = "NOT FOR DIAGNOSIS"
+
+
+def _unit_maps(maps: torch.Tensor) -> torch.Tensor:
+    """Each map (N, 1, H, W) divided by its own maximum; all-zero maps stay zero."""
+    peak = maps.flatten(1).amax(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+    return (maps / peak).clamp_(0.0, 1.0)
+
+
+class GradCamMaps:
+    """Grad-CAM of the abnormal logit for a batch, on a private copy of ``network``."""
+
+    def __init__(self, network: nn.Module, target_layer: str | None = None) -> None:
+        own = copy.deepcopy(network).float().eval()
+        own = own.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+        for module in own.modules():  # backward hooks and in-place activations do not mix
+            if isinstance(getattr(module, "inplace", None), bool):
+                module.inplace = False
+        self.network = own
+        self.layer = target_layer or gradcam_layer(own)
+        self.cam = GradCAM(nn_module=own, target_layers=self.layer, postprocessing=_unit_maps)
+        self._lock = threading.Lock()
+
+    def __call__(self, batch: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """(maps, logits): (N, S, S) float32 maps in [0, 1] at the input size, and the
+        N logits of the same forward pass."""
+        with self._lock, torch.inference_mode(False), torch.enable_grad():
+            maps = self.cam(x=batch.detach().clone().float(), class_idx=0)
+            score = self.cam.nn_module.score
+            assert score is not None
+            logits = torch.atleast_1d(score.detach()).float().numpy()
+            self.network.zero_grad(set_to_none=True)
+        return maps[:, 0].detach().float().numpy(), logits
+
+
+def heat_peak(heat: np.ndarray, shape: tuple[float, float]) -> tuple[float, float]:
+    """Where the heat map (S, S, over the whole film) is highest, as (row, column) in a film
+    of ``shape``: the centre of the peak pixel, scaled (the input was the whole film
+    resized without keeping its aspect ratio); ``(1.0, 1.0)`` gives fractions."""
+    row, column = np.unravel_index(int(np.argmax(heat)), heat.shape)
+    return (
+        (row + 0.5) * shape[0] / heat.shape[0],
+        (column + 0.5) * shape[1] / heat.shape[1],
+    )
+
+
+@cache
+def _font_file() -> str:
+    import matplotlib
+
+    path = Path(matplotlib.get_data_path(), "fonts", "ttf", "DejaVuSans.ttf")
+    if not path.is_file():  # matplotlib always ships it; a broken install is an error
+        raise FileNotFoundError(f"matplotlib's bundled font {path} is missing")
+    return str(path)
+
+
+def _resize(image: np.ndarray, rows: int, columns: int, mode: str) -> np.ndarray:
+    tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
+    if mode == "area" and (rows > image.shape[0] or columns > image.shape[1]):
+        mode = "bilinear"
+    options = {"align_corners": False} if mode == "bilinear" else {}
+    return F.interpolate(tensor, size=(rows, columns), mode=mode, **options)[0, 0].numpy()
+
+
+def overlay_size(shape: tuple[int, int], max_side: int = DEFAULT_MAX_SIDE) -> tuple[int, int]:
+    """(rows, columns) of the film part of the picture: the film scaled to a longest side of
+    at most ``max_side`` and a width of at least ``MIN_WIDTH``, its aspect ratio kept."""
+    rows, columns = shape
+    scale = min(1.0, max_side / max(rows, columns))
+    scale = max(scale, MIN_WIDTH / columns)
+    return max(1, round(rows * scale)), max(1, round(columns * scale))
+
+
+def render_overlay(
+    display: np.ndarray,
+    heat: np.ndarray,
+    lines: list[str],
+    *,
+    max_side: int = DEFAULT_MAX_SIDE,
+) -> np.ndarray:
+    """The film (uint16 display) with ``heat`` (2-D, 0..1, over the whole film) in colour,
+    and a legend band with ``lines`` of text and ``NOT_FOR_DIAGNOSIS``: (rows, columns, 3)
+    ``uint8``."""
+    import matplotlib
+    from PIL import Image, ImageDraw, ImageFont
+
+    if display.ndim != 2 or heat.ndim != 2:
+        raise ValueError("the film and its heat map are 2-D images")
+    rows, columns = overlay_size(display.shape, max_side)
+    scale = 1.0 / 65535.0 if display.dtype == np.uint16 else 1.0 / 255.0
+    grey = np.clip(_resize(display.astype(np.float32) * scale, rows, columns, "area"), 0, 1)
+    warmth = np.clip(_resize(heat, rows, columns, "bilinear"), 0.0, 1.0)
+    colours = np.asarray(matplotlib.colormaps["jet"](warmth)[..., :3], dtype=np.float32)
+    alpha = (MAX_ALPHA * warmth)[..., None]
+    film = (1.0 - alpha) * grey[..., None] + alpha * colours
+
+    size = max(12, columns // 48)
+    font = ImageFont.truetype(_font_file(), size)
+    bar_height = max(8, size // 2)
+    pad = max(4, size // 3)
+    band = pad + bar_height + pad + (len(lines) + 2) * (size + pad)
+    picture = np.zeros((rows + band, columns, 3), dtype=np.float32)
+    picture[:rows] = film
+    top = rows + pad
+    left, right = pad, columns - pad
+    ramp = np.linspace(0.0, 1.0, max(2, right - left), dtype=np.float32)
+    bar = np.asarray(matplotlib.colormaps["jet"](ramp)[..., :3], dtype=np.float32)
+    picture[top : top + bar_height, left : left + len(ramp)] = bar[None]
+    image = Image.fromarray(np.rint(picture * 255.0).astype(np.uint8), mode="RGB")
+    draw = ImageDraw.Draw(image)
+    y = top + bar_height + pad
+    draw.text((left, y), "Grad-CAM: low", font=font, fill=(255, 255, 255))
+    draw.text((right, y), "high", font=font, fill=(255, 255, 255), anchor="ra")
+    for line in lines:
+        y += size + pad
+        draw.text((left, y), line, font=font, fill=(255, 255, 255))
+    y += size + pad
+    draw.text((left, y), NOT_FOR_DIAGNOSIS, font=font, fill=(255, 210, 0))
+    return np.asarray(image, dtype=np.uint8).copy()
+
+
+__all__ = [
+    "DEFAULT_MAX_SIDE",
+    "NOT_FOR_DIAGNOSIS",
+    "GradCamMaps",
+    "heat_peak",
+    "overlay_size",
+    "render_overlay",
+]
