@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-# bone_age, mura_abnormality and xray_triage are added here as their issues land.
+# bone_age and xray_triage are added here as their issues land.
 BUILTIN_TRAINERS: dict[str, str] = {
     "hand_orientation": "training.hand_orientation.cli",
     "ct_body_part": "training.ct_body_part.cli",

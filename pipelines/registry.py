@@ -22,7 +22,7 @@ from typing import Any
 
 from pipelines.contract import Pipeline, PipelineScope, pipeline_scope
 
-# The other pipelines (bone_age, mura_abnormality, xray_triage) are added here as their
+# The other pipelines (bone_age, xray_triage) are added here as their
 # issues land.
 BUILTIN_PIPELINES: dict[str, str] = {
     "hand_orientation": "pipelines.hand_orientation:HandOrientation",
