@@ -37,7 +37,9 @@ def test_relative_path_strips_padding(store: DurableStore) -> None:
     assert store.relative_path_for(STUDY + "\x00", SERIES + " ", SOP) == RELATIVE
 
 
-@pytest.mark.parametrize("bad", ["..", "../..", "1.2/../..", "1.2\\..", "1.2\x00/x", "", "a b", ".hidden"])
+@pytest.mark.parametrize(
+    "bad", ["..", "../..", "1.2/../..", "1.2\\..", "1.2\x00/x", "", "a b", ".hidden"]
+)
 @pytest.mark.parametrize("position", [0, 1, 2])
 def test_relative_path_for_rejects_unsafe_uids(
     store: DurableStore, bad: str, position: int
