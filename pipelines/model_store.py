@@ -167,6 +167,27 @@ def read_model_card(folder: str | Path, *, verify: bool = True) -> ModelCard:
     return card
 
 
+def read_pipeline_card(folder: Path, pipeline: str) -> ModelCard:
+    """``read_model_card`` of a folder that must hold a model of ``pipeline``."""
+    card = read_model_card(folder)
+    if card.pipeline != pipeline:
+        raise ModelStoreError(f"{folder} is a {card.pipeline} model, not a {pipeline} one")
+    return card
+
+
+def load_weights(network: Any, folder: Path, card: ModelCard) -> None:
+    """Load the card's (verified) weights file into ``network`` (a torch module) and put it
+    in eval mode; ``ModelStoreError`` when they do not fit it."""
+    import torch  # the pipelines that have weights need torch; the node's side does not
+
+    state = torch.load(folder / card.weights_file, map_location="cpu", weights_only=True)
+    try:
+        network.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ModelStoreError(f"{folder}: the weights do not fit the network: {exc}") from exc
+    network.eval()
+
+
 def write_model_card(folder: str | Path, card: ModelCard) -> Path:
     """Write ``model.json`` durably (temporary file, fsync, rename)."""
     folder = Path(folder)

@@ -19,7 +19,13 @@ import torch
 from pipelines.ct_body_part.network import build_network
 from pipelines.ct_body_part.preprocess import InputSpec, network_batch
 from pipelines.ct_body_part.zones import Calibration, CalibrationError
-from pipelines.model_store import ModelCard, ModelFolderCache, ModelStoreError, read_model_card
+from pipelines.model_store import (
+    ModelCard,
+    ModelFolderCache,
+    ModelStoreError,
+    load_weights,
+    read_pipeline_card,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -66,21 +72,14 @@ def network_scores(
 
 def load_model(folder: Path) -> UbrModel:
     """Read, verify and build the model in ``folder``; ``ModelStoreError`` when it is unfit."""
-    card = read_model_card(folder)
-    if card.pipeline != PIPELINE_NAME:
-        raise ModelStoreError(f"{folder} is a {card.pipeline} model, not a {PIPELINE_NAME} one")
+    card = read_pipeline_card(folder, PIPELINE_NAME)
     try:
         spec = InputSpec.from_json(card.input_spec)
         network = build_network(str(card.architecture.get("name", "vgg16")))
         calibration = Calibration.from_json(card.calibration) if card.calibration else None
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelStoreError(f"{folder}: architecture, input spec or calibration: {exc}") from exc
-    state = torch.load(folder / card.weights_file, map_location="cpu", weights_only=True)
-    try:
-        network.load_state_dict(state)
-    except RuntimeError as exc:
-        raise ModelStoreError(f"{folder}: the weights do not fit the network: {exc}") from exc
-    network.eval()
+    load_weights(network, folder, card)
     network = network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     return UbrModel(card=card, network=network, spec=spec, calibration=calibration)
 

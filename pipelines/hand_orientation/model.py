@@ -38,7 +38,13 @@ import torch
 from pipelines.hand_orientation.angles import angular_error, output_to_degrees
 from pipelines.hand_orientation.network import build_network
 from pipelines.hand_orientation.preprocess import InputSpec, network_input
-from pipelines.model_store import ModelCard, ModelFolderCache, ModelStoreError, read_model_card
+from pipelines.model_store import (
+    ModelCard,
+    ModelFolderCache,
+    ModelStoreError,
+    load_weights,
+    read_pipeline_card,
+)
 from pipelines.onnx_runtime import OnnxNetwork
 from pipelines.onnx_runtime import export_onnx as export_network
 
@@ -119,20 +125,13 @@ def load_model(folder: Path, *, runtime: Runtime = "torch") -> OrientationModel:
     """
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}")
-    card = read_model_card(folder)
-    if card.pipeline != PIPELINE_NAME:
-        raise ModelStoreError(f"{folder} is a {card.pipeline} model, not a {PIPELINE_NAME} one")
+    card = read_pipeline_card(folder, PIPELINE_NAME)
     try:
         spec = InputSpec.from_json(card.input_spec)
         network = build_network(str(card.architecture.get("name", "resnet50")))
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelStoreError(f"{folder}: architecture or input spec is unusable: {exc}") from exc
-    state = torch.load(folder / card.weights_file, map_location="cpu", weights_only=True)
-    try:
-        network.load_state_dict(state)
-    except RuntimeError as exc:
-        raise ModelStoreError(f"{folder}: the weights do not fit the network: {exc}") from exc
-    network.eval()
+    load_weights(network, folder, card)
     # torch's stubs lack Module.to's memory_format keyword.
     network = network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     model = OrientationModel(card=card, network=network, spec=spec)

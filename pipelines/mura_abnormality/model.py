@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipelines.model_store import ModelCard, ModelStoreError, read_model_card
+from pipelines.model_store import ModelCard, ModelStoreError, load_weights, read_pipeline_card
 from pipelines.mura_abnormality.concepts import PIPELINE_NAME, RUNTIMES, Runtime
 from pipelines.mura_abnormality.heatmap import GradCamMaps
 from pipelines.mura_abnormality.network import (
@@ -123,21 +123,14 @@ def load_model(folder: Path, *, runtime: Runtime = "torch") -> MuraModel:
     """Read, verify and build the model in ``folder``; ``ModelStoreError`` when it is unfit."""
     if runtime not in RUNTIMES:
         raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}, not {runtime!r}")
-    card = read_model_card(folder)
-    if card.pipeline != PIPELINE_NAME:
-        raise ModelStoreError(f"{folder} is a {card.pipeline} model, not a {PIPELINE_NAME} one")
+    card = read_pipeline_card(folder, PIPELINE_NAME)
     try:
         spec = InputSpec.from_json(card.input_spec)
         network = network_from_card(card)
         threshold = card_threshold(card)
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelStoreError(f"{folder}: architecture, input spec or threshold: {exc}") from exc
-    state = torch.load(folder / card.weights_file, map_location="cpu", weights_only=True)
-    try:
-        network.load_state_dict(state)
-    except RuntimeError as exc:
-        raise ModelStoreError(f"{folder}: the weights do not fit the network: {exc}") from exc
-    network.eval()
+    load_weights(network, folder, card)
     heat = GradCamMaps(network)
     network = network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     model = MuraModel(card=card, network=network, spec=spec, threshold=threshold, heat=heat)
