@@ -102,6 +102,9 @@ class DemoEntry(Protocol):
     pipeline: str
     route: str
     modalities: tuple[str, ...]
+    #: Body Part Examined values the route also requires (empty: any), for entries whose
+    #: modalities another entry takes too (hand films and other radiographs).
+    body_parts: tuple[str, ...]
 
     def add_options(self, parser: argparse.ArgumentParser) -> None:
         """Add this entry's ``dicom-node demo`` options (its preset, its data's size)."""

@@ -4,7 +4,9 @@ into ``pipelines/shipped/<pipeline>/<version>/``, its card saying how to make it
 The card's ``training_data["reproduce"]`` gets the command that trained it, the machine
 (processor, cores, Python, torch) and the wall time; the config (seed, data, sizes) and the
 held-out metrics are on the card already. The weights' checksum is verified before the
-copy and the card is written anew beside the same weights.
+copy and the card is written anew beside the same weights. Checks on real data that can
+change after a model was trained (``RESCORED_AT_SHIP``: which region a real CT slice shows)
+are run again on the shipped copy, and the card says which metrics were.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import platform
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -42,6 +45,19 @@ def machine() -> dict[str, Any]:
     }
 
 
+def _ct_body_part_metrics(folder: Path) -> dict[str, Any]:
+    from pipelines.ct_body_part.model import load_model
+    from training.ct_body_part.train import real_slice_metrics
+
+    return real_slice_metrics(load_model(folder))
+
+
+#: pipeline → the metrics scored again on the shipped copy (merged into the card's).
+RESCORED_AT_SHIP: dict[str, Callable[[Path], dict[str, Any]]] = {
+    "ct_body_part": _ct_body_part_metrics,
+}
+
+
 def ship(folder: Path, command: str, wall_time_s: float, target_root: Path = SHIPPED_DIR) -> Path:
     """Copy ``folder`` (a verified model folder) to ``target_root/<pipeline>/<version>`` and
     record how it was made on its card; refuses to replace a shipped version."""
@@ -50,10 +66,19 @@ def ship(folder: Path, command: str, wall_time_s: float, target_root: Path = SHI
     if target.exists():
         raise FileExistsError(f"{target} exists: a shipped version is never replaced")
     shutil.copytree(folder, target)
-    reproduce = {"command": command, "wall_time_s": round(wall_time_s), "machine": machine()}
-    write_model_card(
-        target, replace(card, training_data={**card.training_data, "reproduce": reproduce})
-    )
+    reproduce: dict[str, Any] = {
+        "command": command,
+        "wall_time_s": round(wall_time_s),
+        "machine": machine(),
+    }
+    metrics = dict(card.metrics)
+    rescore = RESCORED_AT_SHIP.get(card.pipeline)
+    if rescore is not None:
+        rescored = rescore(target)
+        metrics.update(rescored)
+        reproduce["metrics_rescored_at_ship"] = sorted(rescored)
+    training_data = {**card.training_data, "reproduce": reproduce}
+    write_model_card(target, replace(card, metrics=metrics, training_data=training_data))
     read_model_card(target)
     return target
 

@@ -66,6 +66,7 @@ class DemoEntry(Protocol):
     pipeline: str
     route: str
     modalities: tuple[str, ...]
+    body_parts: tuple[str, ...]
 
     def add_options(self, parser: argparse.ArgumentParser) -> None: ...
 

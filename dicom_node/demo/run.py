@@ -49,11 +49,12 @@ def demo_settings(
     workdir: Path, node_port: int, pacs_port: int, entries: Sequence[DemoEntry]
 ) -> NodeSettings:
     """The node's settings for the demo: everything under ``workdir``, short quiet periods;
-    one route per entry, its modalities → its pipeline → the PACS."""
+    one route per entry, its modalities (and body parts) → its pipeline → the PACS."""
     routes: list[dict[str, Any]] = [
         {
             "name": entry.route,
             "modality": list(entry.modalities),
+            "body_part": list(entry.body_parts),
             "pipelines": [entry.pipeline],
             "destinations": ["pacs"],
         }

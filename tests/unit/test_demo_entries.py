@@ -6,6 +6,7 @@ protocol stands in both places and this test keeps them from drifting apart."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -50,11 +51,33 @@ def test_every_builtin_entry_meets_both_views_in_registry_order() -> None:
         if trainers.trainer_module(name).demo_entry() is not None
     ]
     assert [entry.pipeline for entry in found] == with_entries
-    assert {"hand_orientation", "ct_body_part"} <= set(with_entries)
+    assert {"hand_orientation", "ct_body_part", "mura_abnormality"} <= set(with_entries)
     for entry in found:
         assert isinstance(entry, node_view.DemoEntry)
         assert isinstance(entry, contract.DemoEntry)
         assert entry.modalities and entry.route
+
+
+def test_entries_sharing_a_modality_are_told_apart_by_body_part(tmp_path: Path) -> None:
+    """Hand films and the other radiographs are both DX/CR: the demo's routes send a
+    hand film to hand_orientation alone and a wrist study to mura_abnormality alone."""
+    from dicom_node.demo.run import demo_settings
+    from dicom_node.ingest.route import SeriesHeader, route_series
+
+    settings = demo_settings(tmp_path, 11112, 11113, node_view.demo_entries())
+    pipelines = {
+        body_part: [m.pipeline for m in route_series(settings.routes, SeriesHeader(
+            "DX", body_part, None, None))]
+        for body_part in ("HAND", "WRIST", "ELBOW", None)
+    }  # fmt: skip
+    assert pipelines == {
+        "HAND": ["hand_orientation"],
+        "WRIST": ["mura_abnormality"],
+        "ELBOW": ["mura_abnormality"],
+        None: [],
+    }
+    ct = route_series(settings.routes, SeriesHeader("CT", None, None, None))
+    assert [m.pipeline for m in ct] == ["ct_body_part"]
 
 
 def test_options_missing_from_a_caller_get_the_entries_defaults() -> None:
@@ -70,7 +93,7 @@ def test_a_trainer_whose_demo_entry_is_not_one_is_reported(monkeypatch: pytest.M
     module: Any = trainers.trainer_module("ct_body_part")
     monkeypatch.setattr(module, "demo_entry", NotAnEntry)
     found, problems = node_view.load_demo_entries()
-    assert [entry.pipeline for entry in found] == ["hand_orientation"]
+    assert [entry.pipeline for entry in found] == ["hand_orientation", "mura_abnormality"]
     (problem,) = problems
     assert problem.startswith("trainer 'ct_body_part': demo_entry() gave")
     with pytest.raises(trainers.TrainerUnavailable, match="ct_body_part"):

@@ -52,6 +52,7 @@ class CtBodyPartDemo:
     pipeline = PIPELINE
     route = "ct"
     modalities: tuple[str, ...] = ("CT",)
+    body_parts: tuple[str, ...] = ()
 
     def add_options(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument(

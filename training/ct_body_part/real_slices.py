@@ -5,15 +5,20 @@ They come from packages the project installs for its tests (``pydicom-data``, py
 own test files), each a single axial slice of a known body region:
 
 - ``head``: ``693_UNCI.dcm`` (pydicom-data), a brain slice, 512², 5 mm;
-- ``neck``: ``bad_sequence.dcm`` (pydicom-data, Body Part Examined NECK), a targeted
-  reconstruction (147 mm field of view) around a vertebra;
-- ``chest``: ``CT_small.dcm`` (pydicom), a 128² crop around a thoracic vertebra and the
-  descending aorta;
-- ``abdomen``: ``explicit_VR-UN.dcm`` (pydicom-data, a pancreas CT), stored with its rows
-  running anterior (Image Orientation (Patient) ``1\\0\\0\\0\\-1\\0``).
+- ``chest``: ``CT_small.dcm`` (pydicom), a 128² crop around a mid-thoracic vertebra and
+  the descending aorta;
+- ``lower_chest``: ``bad_sequence.dcm`` (pydicom-data), a targeted reconstruction (147 mm
+  field of view) around a thoracolumbar vertebra (about T11–T12): a large vertebral body,
+  rib heads, the lung bases behind the diaphragm and abdominal organs in front. Its header
+  says Body Part Examined NECK, but the picture is of no neck (no airway, no thyroid, no
+  cervical vertebra), and the region is what the picture shows;
+- ``abdomen``: ``explicit_VR-UN.dcm`` (pydicom-data, a pancreas CT at the level of the
+  kidneys), stored with its rows running anterior (Image Orientation (Patient)
+  ``1\\0\\0\\0\\-1\\0``).
 
-A model that learned the body's order scores them head < neck < chest < abdomen (the
-score rises towards the feet). ``score_real_slices`` gives each one's score, turned to
+None of the installed packages holds a real neck slice. A model that learned the body's
+order scores them head < chest < lower_chest < abdomen (the score rises towards the
+feet). ``score_real_slices`` gives each one's score, turned to
 the standard view and prepared exactly as the pipeline prepares a slice.
 """
 
@@ -36,7 +41,7 @@ __all__ = ["REAL_SLICES", "RealSlice", "real_slice_path", "score_real_slices"]
 
 @dataclass(frozen=True)
 class RealSlice:
-    region: str  # head, neck, chest or abdomen
+    region: str  # head, chest, lower_chest or abdomen
     package: str  # "pydicom" (its test files) or "pydicom-data"
     name: str  # the file's name in the package
 
@@ -44,8 +49,8 @@ class RealSlice:
 #: Head to feet: a model's scores should rise along this tuple.
 REAL_SLICES: tuple[RealSlice, ...] = (
     RealSlice("head", "pydicom-data", "693_UNCI.dcm"),
-    RealSlice("neck", "pydicom-data", "bad_sequence.dcm"),
     RealSlice("chest", "pydicom", "CT_small.dcm"),
+    RealSlice("lower_chest", "pydicom-data", "bad_sequence.dcm"),
     RealSlice("abdomen", "pydicom-data", "explicit_VR-UN.dcm"),
 )
 

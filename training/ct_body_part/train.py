@@ -362,6 +362,7 @@ def train_ubr(config: TrainConfig) -> TrainedModel:
         "data_seconds": round(data_seconds, 1),
         "train_seconds": round(sum(a["train_seconds"] for a in summaries), 1),
         "torch_threads": torch.get_num_threads(),
+        "realistic_scans": config.realistic_scans,
         "seed": config.seed,
     }
     if len(summaries) > 1:
@@ -671,7 +672,7 @@ def _write_model_folder(
             "evaluation_seconds": round(time.perf_counter() - started, 1),
             "calibration_accuracy_pct": calibration.accuracy_pct,
             "calibration_cross_check_pct": None if cross_check is None else round(cross_check, 2),
-            **_real_slice_metrics(model),
+            **real_slice_metrics(model),
         }
         write_evaluation(
             evaluation,
@@ -715,9 +716,10 @@ def _write_model_folder(
     return TrainedModel(out_dir / version, card, evaluation, kept.history)
 
 
-def _real_slice_metrics(model: UbrModel) -> dict[str, Any]:
+def real_slice_metrics(model: UbrModel) -> dict[str, Any]:
     """The model's scores on real CT slices of known regions (``real_slices.py``) and
-    whether they rise head to feet; nothing when the package holding them is missing."""
+    whether they rise head to feet; nothing when the package holding them is missing
+    (``training.ship`` scores a shipped model again with this)."""
     try:
         scores = score_real_slices(model)
     except FileNotFoundError as exc:

@@ -46,6 +46,7 @@ class HandOrientationDemo:
     pipeline = PIPELINE
     route = "hands"
     modalities: tuple[str, ...] = ("DX", "CR")
+    body_parts: tuple[str, ...] = ("HAND",)  # other radiographs go to mura_abnormality
 
     def add_options(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--studies", type=int, default=4)

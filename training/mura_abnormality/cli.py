@@ -8,7 +8,6 @@ trainer when it runs.
 from __future__ import annotations
 
 import argparse
-import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -67,15 +66,9 @@ def trainer() -> Trainer[TrainConfig]:
 
 
 def demo_entry() -> DemoEntry | None:
-    """The demo's entry (``training/mura_abnormality/demo.py``), or None while there is none."""
-    try:
-        module = importlib.import_module("training.mura_abnormality.demo")
-    except ModuleNotFoundError as exc:
-        if exc.name != "training.mura_abnormality.demo":
-            raise
-        return None
-    entry: DemoEntry = module.DEMO
-    return entry
+    from training.mura_abnormality.demo import DEMO
+
+    return DEMO
 
 
 def train_command(args: argparse.Namespace, node: NodeContext) -> int:
