@@ -36,6 +36,23 @@ class StudyState(enum.StrEnum):
     STABLE = "stable"
 
 
+class StudyPurpose(enum.StrEnum):
+    CLINICAL = "clinical"  # sent by the PACS or a modality: routed into jobs
+    TRAINING = "training"  # retrieved for a retraining run: indexed, never routed
+
+
+class RunState(enum.StrEnum):
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class RunDecision(enum.StrEnum):
+    PROMOTED = "promoted"  # the candidate passed the gate and was activated
+    PASSED = "passed"  # it passed the gate; auto_activate is off, a person activates it
+    REJECTED = "rejected"  # it failed the gate: registered, inactive
+
+
 class JobState(enum.StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
@@ -77,6 +94,9 @@ class Study(Base):
     last_received_at: Mapped[datetime] = mapped_column(UTCDateTime())
     stable_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     times_reopened: Mapped[int] = mapped_column(Integer, default=0)
+    # Server default only: an INSERT that leaves it out (the receiver's) makes a clinical
+    # study, and works on a database one revision older during a rolling upgrade.
+    purpose: Mapped[str] = mapped_column(String(16), server_default=StudyPurpose.CLINICAL.value)
 
     __table_args__ = (Index("ix_studies_state_last", "state", "last_received_at"),)
 
@@ -207,3 +227,31 @@ class ModelVersion(Base):
     metrics: Mapped[dict[str, object]] = mapped_column(JSON, default=dict)
 
     __table_args__ = (UniqueConstraint("pipeline", "version", name="uq_model_versions_key"),)
+
+
+class RetrainingRun(Base):
+    """One retraining run: where its data came from, the candidate it made, the gate's
+    decision and why (``docs/results-log.md``)."""
+
+    __tablename__ = "retraining_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    pipeline: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(16))  # archive | pacs | folder
+    trigger: Mapped[str] = mapped_column(String(16))  # manual | schedule
+    state: Mapped[str] = mapped_column(String(16), default=RunState.RUNNING)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    pid: Mapped[int | None] = mapped_column(Integer)
+    selection: Mapped[dict[str, object]] = mapped_column(JSON, default=dict)
+    studies: Mapped[int | None] = mapped_column(Integer)
+    instances: Mapped[int | None] = mapped_column(Integer)
+    active_version: Mapped[str | None] = mapped_column(String(64))
+    active_metrics: Mapped[dict[str, object] | None] = mapped_column(JSON)
+    candidate_version: Mapped[str | None] = mapped_column(String(64))
+    candidate_metrics: Mapped[dict[str, object] | None] = mapped_column(JSON)
+    decision: Mapped[str | None] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_retraining_runs_pipeline_state", "pipeline", "state"),)

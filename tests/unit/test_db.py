@@ -25,7 +25,7 @@ def schema_differences(engine: Engine) -> list[object]:
 
 
 def test_migrations_reach_head(engine: Engine) -> None:
-    assert migrate.current_revision(engine) == migrate.head_revision(engine) == "0003"
+    assert migrate.current_revision(engine) == migrate.head_revision(engine) == "0004"
 
 
 def test_migrated_schema_equals_the_models(engine: Engine) -> None:
@@ -46,7 +46,7 @@ def test_schema_comparison_notices_a_difference(engine: Engine) -> None:
 
 def test_upgrade_twice_is_harmless(engine: Engine) -> None:
     migrate.upgrade(engine)
-    assert migrate.current_revision(engine) == "0003"
+    assert migrate.current_revision(engine) == "0004"
 
 
 def test_fresh_database_has_no_revision(tmp_path: Path) -> None:
@@ -124,7 +124,7 @@ def test_0002_adds_frame_number_and_keeps_the_measurements_already_logged(
         assert len(before) == 2
 
         migrate.upgrade(engine)
-        assert migrate.current_revision(engine) == "0003"
+        assert migrate.current_revision(engine) == "0004"
         assert _measurement_rows(engine) == before
         with engine.connect() as conn:
             frames = conn.exec_driver_sql("SELECT frame_number FROM measurements").all()
@@ -283,5 +283,27 @@ def test_0003_makes_old_jobs_series_scoped_and_its_downgrade_keeps_the_log(
         with engine.connect() as conn:
             assert conn.exec_driver_sql("SELECT count(*) FROM results").scalar_one() == 1
             assert conn.exec_driver_sql("SELECT count(*) FROM jobs").scalar_one() == 1
+    finally:
+        engine.dispose()
+
+
+def test_0004_makes_old_studies_clinical_and_its_downgrade_keeps_the_log(db_path: Path) -> None:
+    """Studies from before 0004 are clinical (routed as before); retraining_runs is new;
+    going back to 0003 drops both in place, the studies and their series kept."""
+    engine = make_engine(sqlite_url(db_path))
+    try:
+        migrate.upgrade(engine, "0003")
+        add_instance(engine, "1.2.3", "1.2.3.4", "1.2.3.4.5")
+        migrate.upgrade(engine)
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT purpose FROM studies").scalar_one() == "clinical"
+            assert conn.exec_driver_sql("SELECT count(*) FROM retraining_runs").scalar_one() == 0
+        assert schema_differences(engine) == []
+
+        _alembic(engine, "downgrade", "0003")
+        assert "retraining_runs" not in inspect(engine).get_table_names()
+        assert "purpose" not in {c["name"] for c in inspect(engine).get_columns("studies")}
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT count(*) FROM series").scalar_one() == 1
     finally:
         engine.dispose()
