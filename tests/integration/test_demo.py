@@ -115,6 +115,10 @@ def test_the_first_run_takes_the_shipped_models_and_gets_the_ct_right(tmp_path: 
         # unit/test_shipped_models.py, BOUNDARY_MM); this series' slices are about 19 mm
         # apart, and a boundary cannot be placed closer than a slice.
         assert abs(boundary - true_boundary) <= BOUNDARY_MM + ct["spacing_mm"], (upper, lower, ct)
+    # The elbow studies, normal and with hardware, get the right verdicts.
+    mura = check_mura(report, tmp_path / "demo")
+    assert mura["trained"] is False and mura["model_version"] == shipped["mura_abnormality"]
+    assert [study["correct"] for study in mura["studies"]] == [True, True], mura["studies"]
 
 
 def check_mura(report: dict[str, object], workdir: Path) -> dict[str, Any]:

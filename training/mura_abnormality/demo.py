@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 PIPELINE = "mura_abnormality"
 HEATMAP_PNG = "mura_heatmap.png"
 #: The demo's regions, in turn: Body Part Examined routes them here, not to the hands' route.
-REGIONS: tuple[str, ...] = ("wrist", "elbow", "forearm", "shoulder", "humerus", "finger")
+REGIONS: tuple[str, ...] = ("elbow", "forearm", "shoulder", "humerus", "wrist", "finger")
 
 
 def verdict(case: DemoCase) -> str | None:
