@@ -3,7 +3,8 @@
 receive → store → index → (study stable) → job → route → pipeline → encode → deliver → log
 
 ``Node`` is what ``dicom-node serve`` runs: migrations, storage recovery, the receiver,
-the scheduler that promotes stable studies, and worker processes.
+the scheduler that promotes stable studies (and starts scheduled retraining runs, beside
+the flow), and worker processes.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from dicom_node.jobs.queue import JobQueue
 from dicom_node.jobs.worker import OutputPlan, Worker
 from dicom_node.output.deliver import Deliverer
 from dicom_node.output.encode import DeviceIdentity
+from dicom_node.retraining.schedule import RetrainingSchedule
 from dicom_node.settings import NodeSettings
 from dicom_node.store import DurableStore
 from pipelines import PipelineRegistry, PipelineUnavailable
@@ -145,6 +147,7 @@ class Node:
         self.receiver = Receiver(settings, self.parts.store, self.parts.engine)
         self.deliverer = self.parts.deliverer()
         self.scheduler = BackgroundScheduler(timezone="UTC")
+        self.retraining = RetrainingSchedule(settings, self.parts.engine)
         # Only asked for scopes: a built-in's is declared, so nothing is imported here.
         self.pipelines = PipelineRegistry(settings.extra_pipelines, settings.pipeline_options)
         self._spawn_worker = spawn_worker
@@ -183,6 +186,7 @@ class Node:
             self.scheduler.add_job(
                 self.supervise_workers, "interval", seconds=5, id="workers", max_instances=1
             )
+        self.retraining.start(self.scheduler)
         self.scheduler.start()
 
     def promote_stable(self) -> None:
@@ -231,6 +235,7 @@ class Node:
                     self.workers[index] = self._start_worker()
 
     def stop(self) -> None:
+        self.retraining.stop()  # a run in progress ends (failed) instead of holding the stop
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
         self.receiver.stop()

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from dicom_node.retraining_settings import RetrainingEntry, check_retraining_entries
 from dicom_node.uids import check_uid_root
 
 AE_TITLE_PATTERN = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # no backslash, no control chars
@@ -187,6 +188,37 @@ class OutputSettings(_Strict):
         return value
 
 
+class RetrievalSettings(_Strict):
+    """The PACS that training data is pulled from (``dicom_node/retraining/retrieve.py``): queried
+    with C-FIND, retrieved with C-MOVE to the node's own receiver or with C-GET."""
+
+    host: str = Field(min_length=1)
+    port: int = Field(ge=1, le=65535)
+    ae_title: str = Field(description="the PACS's AE title (the called AE)")
+    method: Literal["move", "get"] = Field(
+        default="move",
+        description="move: the PACS sends to move_destination (the node's receiver must run); "
+        "get: the instances come back on the node's own association",
+    )
+    move_destination: str | None = Field(
+        default=None, description="the AE title the PACS knows the node by; default ae_title"
+    )
+    timeout_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="network timeout per association, and how long moved instances may take "
+        "to be indexed",
+    )
+    max_studies: int = Field(default=100, ge=1, description="studies per call unless it says")
+
+    _ae = field_validator("ae_title")(_check_ae_title)
+
+    @field_validator("move_destination")
+    @classmethod
+    def _destination(cls, value: str | None) -> str | None:
+        return None if value is None else _check_ae_title(value)
+
+
 DuplicatePolicy = Literal["keep_first", "overwrite"]
 
 
@@ -246,6 +278,9 @@ class NodeSettings(BaseSettings):
     queue: QueueSettings = QueueSettings()
     delivery: DeliverySettings = DeliverySettings()
     output: OutputSettings = OutputSettings()
+    retrieval: RetrievalSettings | None = Field(
+        default=None, description="[retrieval]: the PACS that training data is pulled from"
+    )
     workers: int = Field(default=1, ge=0, description="worker processes `serve` starts")
     worker_keep_freed_mb: int = Field(
         default=256,
@@ -259,6 +294,10 @@ class NodeSettings(BaseSettings):
     pipeline_options: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="keyword arguments for a pipeline, e.g. [pipeline_options.hand_orientation]",
+    )
+
+    retraining: tuple[RetrainingEntry, ...] = Field(
+        default=(), description="[[retraining]]: how and when each pipeline's model is retrained"
     )
 
     _ae = field_validator("ae_title")(_check_ae_title)
@@ -292,6 +331,11 @@ class NodeSettings(BaseSettings):
                 f"pipeline_options for unknown pipeline(s) {', '.join(unknown)} "
                 f"(known: {', '.join(sorted(known))})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _retraining_entries(self) -> NodeSettings:
+        check_retraining_entries(self.retraining, has_retrieval=self.retrieval is not None)
         return self
 
     @classmethod
@@ -346,6 +390,11 @@ def load_settings(path: Path | None = None, **overrides: Any) -> NodeSettings:
         for key in ("storage_dir", "model_dir", "outputs_dir", "outbox_dir"):
             if key in data and isinstance(data[key], str) and not Path(data[key]).is_absolute():
                 data[key] = str(base / data[key])
+        for entry in data.get("retraining", ()):
+            for key in ("labels_file", "evaluation_dir"):
+                value = entry.get(key) if isinstance(entry, dict) else None
+                if isinstance(value, str) and not Path(value).is_absolute():
+                    entry[key] = str(base / value)
         url = data.get("database_url")
         if (
             isinstance(url, str)

@@ -5,6 +5,8 @@ cli.py``), as ``pipelines.registry`` maps pipelines to their classes. That modul
 ``register(commands)`` (its ``dicom-node`` commands), ``trainer()`` (the
 ``training.contract.Trainer``) and ``demo_entry()`` (its ``training.demo_entry.DemoEntry``,
 or None); it imports torch only inside them, so the command line stays quick to build.
+A trainer the node can retrain from its archive also has ``retraining()`` (its
+``training.contract.Retraining``, reached through ``retraining_support``).
 The node reaches every trainer through this registry and never imports one by name.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 from types import ModuleType
+from typing import Any
 
 # bone_age and xray_triage are added here as their issues land.
 BUILTIN_TRAINERS: dict[str, str] = {
@@ -46,3 +49,16 @@ def trainer_module(name: str) -> ModuleType:
     if missing:
         raise TrainerUnavailable(f"trainer {name!r}: {target} has no {', '.join(missing)}")
     return module
+
+
+def retraining_support(name: str) -> Any:
+    """``name``'s ``training.contract.Retraining`` (typed ``Any``: the node never imports
+    ``training``); ``TrainerUnavailable`` when the trainer cannot retrain from the archive."""
+    module = trainer_module(name)
+    make = getattr(module, "retraining", None)
+    if not callable(make):
+        raise TrainerUnavailable(
+            f"trainer {name!r} cannot retrain from the node's archive "
+            f"({BUILTIN_TRAINERS[name]} has no retraining())"
+        )
+    return make()

@@ -12,7 +12,10 @@ A trainer is ``training/<pipeline>/``. It offers:
   ``dicom-node train <pipeline>`` (and any pipeline-specific command, such as
   ``models vgg16-init``) through ``TrainerCommands``, and that module's ``trainer()`` and
   ``demo_entry()`` return the ``Trainer`` and the ``training.demo_entry.DemoEntry``
-  (imported on first use, so that building the command line does not import torch).
+  (imported on first use, so that building the command line does not import torch);
+* optionally ``retraining()`` in that module: its ``Retraining`` (how it retrains from
+  the node's archive and scores a model for the promotion gate); a trainer without it
+  cannot be retrained by the node.
 
 The node finds trainers by import string (``dicom_node.trainers``), as it finds
 pipelines; it never imports a trainer by name. A trainer's command gets a
@@ -28,7 +31,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, fields, is_dataclass, replace
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
@@ -119,6 +122,57 @@ class Trainer(Generic[C]):
     config_type: type[C]
     presets: Presets[C]
     train: Callable[[C], TrainedModel]
+
+
+# -- retraining from the node's archive ----------------------------------------------------
+
+
+class CannotRetrain(ValueError):
+    """A trainer cannot retrain from what it was given (the message says what it needs)."""
+
+
+@dataclass(frozen=True)
+class RetrainInputs:
+    """What a retraining run lends its trainer besides the data folder.
+
+    ``labels_file``: the site's labels (``labels_file`` of a ``[[retraining]]`` entry);
+    ``active_model``: the folder of the pipeline's active model, for a trainer that reads
+    its data with it (hand_orientation's upright check); None when there is none, and in
+    the evaluation on the site's pinned folder, whose films count as they are;
+    ``options``: the entry's trainer options (``trainer_options``, e.g. ``max_tilt_deg``).
+    """
+
+    labels_file: Path | None = None
+    active_model: Path | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Retraining:
+    """A trainer's part in a retraining run (``dicom_node/retraining``), where it has one.
+
+    The node picks the studies, links their files into a folder, and calls:
+
+    * ``train_arguments(data_dir, inputs)``: the flags of ``dicom-node train PIPELINE``
+      that train from that folder with the trainer's own labels (the node adds
+      ``--preset``, ``--out``, ``--version``, ``--threads`` and ``--no-register``);
+      ``CannotRetrain`` when the inputs lack what it needs (a labels file);
+    * ``evaluate(model_folder, data_folder, inputs)``: a model's figures on a held-out
+      folder of DICOM files, the same call for the candidate and the active model (in a
+      process of its own: it may import torch);
+    * ``sanity(card_metrics, evaluation, inputs)``: what is wrong with a candidate,
+      whatever the active model scores (an empty list: nothing).
+
+    ``metric`` names the figure of ``evaluate`` the gate compares (``higher_is_better``
+    says which way); ``labels`` says in words where the labels come from.
+    """
+
+    labels: str
+    metric: str
+    higher_is_better: bool
+    train_arguments: Callable[[Path, RetrainInputs], list[str]]
+    evaluate: Callable[[Path, Path, RetrainInputs], dict[str, Any]]
+    sanity: Callable[[Mapping[str, Any], Mapping[str, Any], RetrainInputs], list[str]]
 
 
 # -- what the node lends a trainer's commands ----------------------------------------------

@@ -2,7 +2,8 @@
 
 One module per command group: ``serve`` (serve, worker), ``admin`` (db, config),
 ``log`` (studies, jobs, deliveries, results), ``models``, ``train`` (every trainer's
-commands, found through the trainers' registry), ``demo`` and ``net`` (echo, send); they
+commands, found through the trainers' registry), ``retrain`` (retraining runs), ``demo``
+and ``net`` (echo, send); they
 share ``common`` (options, settings, database) and print through ``term``.
 """
 
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 from rich.markup import escape
 
 from dicom_node import __version__
-from dicom_node.cli import admin, demo, log, models, net, serve, term, train
+from dicom_node.cli import admin, demo, log, models, net, retrain, serve, term, train
 from dicom_node.cli.common import Parents, configure_logging
 from dicom_node.cli.term import EXIT_FAILURE, EXIT_USAGE
 from dicom_node.errors import NodeError
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     log.register(sub, parents)
     models_sub = models.register(sub, parents, train.models_command_names(trainers))
     train.register(sub, parents, models_sub, trainers)
+    retrain.register(sub, parents)
     demo.register(sub, parents.common)
     net.register(sub, parents)
     return parser

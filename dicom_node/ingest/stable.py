@@ -5,6 +5,10 @@ decides over every view of a study: MURA) gets one job per study: its input is e
 series routed to it, its anchor the first of them (the lowest series id, i.e. the first
 received) and its revision their instance count, so a late view, even in a new series,
 makes one new job for the whole study and a re-check makes none.
+
+A study retrieved from the PACS for retraining (purpose ``training``,
+``dicom_node/retraining/retrieve.py``) is marked stable like any other, but never routed: it
+gets no jobs.
 """
 
 from __future__ import annotations
@@ -14,11 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Connection, Engine, func, select, update
 
 from dicom_node.clock import utcnow
 from dicom_node.db.engine import write_transaction
-from dicom_node.db.models import Series, Study, StudyState
+from dicom_node.db.models import Instance, Series, Study, StudyPurpose, StudyState
 from dicom_node.ingest.index import count_instances
 from dicom_node.ingest.route import RouteMatch, SeriesHeader, route_series
 from dicom_node.jobs.model_registry import active_model_version
@@ -40,6 +44,8 @@ class StableReport:
     studies: list[str] = field(default_factory=list)
     jobs_created: int = 0
     unrouted_series: int = 0
+    #: The stable studies among ``studies`` that are training data: no jobs for them.
+    training_studies: list[str] = field(default_factory=list)
 
 
 def promote_stable_studies(
@@ -56,6 +62,7 @@ def promote_stable_studies(
     leaves a stable study without its jobs. Jobs are idempotent: a study re-opened by a
     late instance gets a new job only for a series whose instance count changed (for a
     study-scoped pipeline, ``scope_of(name) == "study"``: only when its series' count did).
+    A study whose purpose is ``training`` is marked stable and gets no jobs.
     """
     now = now or utcnow()
     cutoff = now - timedelta(seconds=quiet_seconds)
@@ -73,9 +80,9 @@ def promote_stable_studies(
     for study_id in candidates:
         with write_transaction(engine) as conn:
             study = conn.execute(
-                select(Study.study_instance_uid, Study.state, Study.last_received_at).where(
-                    Study.id == study_id
-                )
+                select(
+                    Study.study_instance_uid, Study.state, Study.last_received_at, Study.purpose
+                ).where(Study.id == study_id)
             ).first()
             # An instance may have arrived since the candidates were read.
             if (
@@ -89,8 +96,21 @@ def promote_stable_studies(
                 .where(Study.id == study_id)
                 .values(state=StudyState.STABLE, stable_at=now)
             )
-            created, unrouted = _create_jobs(conn, queue, routes, study_id, scope_of)
+            training = study.purpose == StudyPurpose.TRAINING
+            if training:
+                series_count, instance_count = _counts(conn, study_id)
+            else:
+                created, unrouted = _create_jobs(conn, queue, routes, study_id, scope_of)
         report.studies.append(study.study_instance_uid)
+        if training:
+            report.training_studies.append(study.study_instance_uid)
+            logger.info(
+                "study %s stable: training data (%d series, %d instance(s)), no jobs",
+                study.study_instance_uid,
+                series_count,
+                instance_count,
+            )
+            continue
         report.jobs_created += created
         report.unrouted_series += unrouted
         logger.info(
@@ -100,6 +120,17 @@ def promote_stable_studies(
             unrouted,
         )
     return report
+
+
+def _counts(conn: Connection, study_id: int) -> tuple[int, int]:
+    """(series, instances) of a study."""
+    row = conn.execute(
+        select(func.count(func.distinct(Series.id)), func.count(Instance.id))
+        .select_from(Series)
+        .outerjoin(Instance, Instance.series_id == Series.id)
+        .where(Series.study_id == study_id)
+    ).one()
+    return int(row[0]), int(row[1])
 
 
 def _create_jobs(

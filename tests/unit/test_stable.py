@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, insert, select, update
 
-from dicom_node.db.models import Job, JobState, ModelVersion, Series, Study, StudyState
+from dicom_node.db.models import (
+    Job,
+    JobState,
+    ModelVersion,
+    Series,
+    Study,
+    StudyPurpose,
+    StudyState,
+)
 from dicom_node.ingest.stable import promote_stable_studies
 from dicom_node.jobs.model_registry import NO_MODEL
 from dicom_node.jobs.queue import JobQueue
@@ -214,6 +223,66 @@ def test_study_with_nothing_routed_is_still_stable(
     assert report.studies == [study]
     assert (report.jobs_created, report.unrouted_series) == (0, 1)
     assert study_state(engine, study)[0] == StudyState.STABLE
+
+
+# -- training studies (retrieved from the PACS for retraining) ------------------------------
+
+
+def set_purpose(engine: Engine, study_uid: str, purpose: StudyPurpose) -> None:
+    with engine.begin() as conn:
+        conn.execute(
+            update(Study).where(Study.study_instance_uid == study_uid).values(purpose=purpose)
+        )
+
+
+def test_a_training_study_becomes_stable_without_jobs(
+    engine: Engine,
+    queue: JobQueue,
+    study: dict[str, str],
+    uids: UIDs,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Its series would match routes (CT, CR hand): a clinical study got 3 jobs."""
+    clinical = uids.next()
+    add_instance(engine, clinical, uids.next(), uids.next(), at=T0, modality="CT")
+    set_purpose(engine, study["study"], StudyPurpose.TRAINING)
+    with caplog.at_level(logging.INFO, logger="dicom_node.ingest.stable"):
+        report = promote(engine, queue, QUIET)
+    assert sorted(report.studies) == sorted([study["study"], clinical])
+    assert report.training_studies == [study["study"]]
+    assert study_state(engine, study["study"])[0] == StudyState.STABLE
+    assert [j[0] for j in jobs(engine)] == [clinical_series(engine, clinical)]
+    assert report.jobs_created == 1
+    assert f"study {study['study']} stable: training data (3 series, 4 instance(s)), no jobs" in (
+        caplog.text
+    )
+    # A late instance re-opens it; stable again, still no jobs and its purpose kept.
+    add_instance(engine, study["study"], study["ct"], uids.next(), at=T0 + timedelta(seconds=100))
+    report = promote(engine, queue, 100 + QUIET)
+    assert report.training_studies == [study["study"]]
+    assert report.jobs_created == 0
+    assert study_state(engine, study["study"]) == (
+        StudyState.STABLE,
+        T0 + timedelta(seconds=100 + QUIET),
+        1,
+    )
+    assert len(jobs(engine)) == 1
+    with engine.connect() as conn:
+        purpose = conn.scalar(
+            select(Study.purpose).where(Study.study_instance_uid == study["study"])
+        )
+    assert purpose == StudyPurpose.TRAINING
+
+
+def clinical_series(engine: Engine, study_uid: str) -> str:
+    with engine.connect() as conn:
+        return str(
+            conn.scalar(
+                select(Series.series_instance_uid)
+                .join(Study, Study.id == Series.study_id)
+                .where(Study.study_instance_uid == study_uid)
+            )
+        )
 
 
 # -- study-scoped pipelines -----------------------------------------------------------------

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from training.contract import NodeContext, Trainer, TrainerCommands
+    from training.contract import NodeContext, Retraining, Trainer, TrainerCommands
     from training.ct_body_part.train import TrainConfig
     from training.demo_entry import DemoEntry
 
@@ -107,6 +107,12 @@ def demo_entry() -> DemoEntry | None:
     from training.ct_body_part.demo import DEMO
 
     return DEMO
+
+
+def retraining() -> Retraining:
+    from training.ct_body_part.retraining import RETRAINING
+
+    return RETRAINING
 
 
 def vgg16_init_command(args: argparse.Namespace, node: NodeContext) -> int:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from training.contract import NodeContext, Trainer, TrainerCommands
+    from training.contract import NodeContext, Retraining, Trainer, TrainerCommands
     from training.demo_entry import DemoEntry
     from training.hand_orientation.train import TrainConfig
 
@@ -23,7 +23,8 @@ def register(commands: TrainerCommands) -> None:
     p = commands.add_train_command(
         PIPELINE,
         help="orientation regression (paper 000) from DICOM films or synthetic ones",
-        description="Train from --data DIR (films assumed upright: self-supervised), "
+        description="Train from --data DIR (films assumed upright: self-supervised; "
+        "--upright-check MODEL_DIR leaves out those a model finds askew), "
         "--labels CSV (file or sop_instance_uid, angle_deg) or --synthetic N. The model "
         "folder goes into the store and is registered (--activate makes new jobs use it).",
     )
@@ -55,6 +56,14 @@ def register(commands: TrainerCommands) -> None:
         help="vgg16: start conv1-conv5 from the node's ImageNet VGG16 weights, "
         "<model_dir>/_init/vgg16_imagenet.pt (`dicom-node models vgg16-init` makes them)",
     )
+    p.add_argument("--rotations", type=int, help="--data: known random turns of each upright film")
+    p.add_argument(
+        "--upright-check",
+        type=Path,
+        metavar="MODEL_DIR",
+        help="--data: leave out films this model finds more than --max-tilt from upright",
+    )
+    p.add_argument("--max-tilt", type=float, help="degrees, with --upright-check (default 20)")
     p.add_argument("--val-fraction", type=float)
     p.add_argument("--seed", type=int)
     p.add_argument("--version")
@@ -75,6 +84,12 @@ def demo_entry() -> DemoEntry | None:
     from training.hand_orientation.demo import DEMO
 
     return DEMO
+
+
+def retraining() -> Retraining:
+    from training.hand_orientation.retraining import RETRAINING
+
+    return RETRAINING
 
 
 def train_command(args: argparse.Namespace, node: NodeContext) -> int:
@@ -106,6 +121,9 @@ def train_command(args: argparse.Namespace, node: NodeContext) -> int:
         "time_limit_s": args.time_limit,
         "fine_tune": args.fine_tune,
         "init_weights": init,
+        "rotations_per_film": args.rotations,
+        "upright_check_model": args.upright_check,
+        "max_tilt_deg": args.max_tilt,
         "val_fraction": args.val_fraction,
         "seed": args.seed,
         "version": args.version,
@@ -117,6 +135,12 @@ def train_command(args: argparse.Namespace, node: NodeContext) -> int:
         raise ValueError("--imagenet-init is the VGG16 init: use it with --arch vgg16")
     trained = train_orientation(config)
     report = trained.report
+    check = trained.card.training_data.get("upright_check")
+    if check:
+        node.say(
+            f"{check['films_left_out']} films left out: {check['model']} finds them more than "
+            f"{check['max_tilt_deg']:g}° from upright"
+        )
     node.say(
         f"model {trained.card.version} in {trained.folder}: MAE {report.mae_deg:.2f}°, "
         f"{report.within_4deg_pct:.1f} % within ±4°, four-way accuracy "

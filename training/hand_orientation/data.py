@@ -52,7 +52,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +65,7 @@ from pydicom.errors import InvalidDicomError
 
 from pipelines.film_io import DISPLAY_MAX, FilmUnreadable, read_film
 from pipelines.hand_orientation.correct import signed_degrees, wrap_degrees
+from pipelines.hand_orientation.model import load_model
 from pipelines.hand_orientation.preprocess import InputSpec, resized_8bit
 from training.runs import Advance
 
@@ -106,6 +107,8 @@ class LoadReport:
     films: int
     samples: int
     skipped: tuple[str, ...] = ()
+    #: Readable films an ``accept`` check left out (``load_upright_films``), with why.
+    left_out: tuple[str, ...] = ()
 
     @property
     def skipped_count(self) -> int:
@@ -116,6 +119,10 @@ class LoadReport:
 class SampleSet:
     samples: list[OrientationSample]
     report: LoadReport
+
+
+#: ``accept(path, display)`` of ``load_upright_films``: why to leave a film out, or None.
+FilmCheck = Callable[[Path, np.ndarray], str | None]
 
 
 # -- display pixels ----------------------------------------------------------------------------
@@ -381,6 +388,7 @@ def load_upright_films(
     rotations_per_film: int,
     seed: int,
     upright_deg: float = UPRIGHT_DEG,
+    accept: FilmCheck | None = None,
     advance: Advance | None = None,
 ) -> SampleSet:
     """Self-supervised samples: each film, assumed at ``upright_deg``, turned at random.
@@ -389,6 +397,9 @@ def load_upright_films(
     ``2 × spec.resize``) and turned by ``rotations_per_film`` angles r drawn uniformly
     from [0°, 360°) (``rotate_within_frame``); a copy's label is ``upright_deg + r``.
     Files that are not readable films are skipped with a warning and counted.
+    ``accept(path, display)`` may leave a film out (it returns why, else None), e.g.
+    ``not_upright_check``: a film the archive holds askew would teach a wrong label. The
+    angles drawn for the other films do not depend on it.
     """
     if rotations_per_film < 1:
         raise ValueError("rotations_per_film must be at least 1")
@@ -399,6 +410,7 @@ def load_upright_films(
     rng = np.random.default_rng(seed)
     samples: list[OrientationSample] = []
     skipped: list[str] = []
+    left_out: list[str] = []
     films = 0
     for done, path in enumerate(files, start=1):
         name = _name(path, data_dir)
@@ -407,17 +419,25 @@ def load_upright_films(
         except (FilmUnreadable, OSError) as exc:
             skipped.append(f"{name}: {exc}")
         else:
-            films += 1
-            working = reduce_film(display, 2 * spec.resize)
-            for turn in rng.uniform(0.0, 360.0, size=rotations_per_film):
-                image = to_sample_image(rotate_within_frame(working, float(turn)), spec)
-                samples.append(OrientationSample(image, wrap_degrees(upright_deg + turn), name))
+            turns = rng.uniform(0.0, 360.0, size=rotations_per_film)  # drawn for every film
+            why = accept(path, display) if accept is not None else None
+            if why is not None:
+                left_out.append(f"{name}: {why}")
+            else:
+                films += 1
+                working = reduce_film(display, 2 * spec.resize)
+                for turn in turns:
+                    image = to_sample_image(rotate_within_frame(working, float(turn)), spec)
+                    samples.append(OrientationSample(image, wrap_degrees(upright_deg + turn), name))
         if advance is not None:
             advance(done, len(files))
     _warn_skipped(skipped, len(files))
+    if left_out:
+        logger.warning("left out %d of %d films, e.g. %s", len(left_out), len(files), left_out[0])
     if not samples:
+        why = f" ({len(left_out)} left out as not upright)" if left_out else ""
         raise TrainingDataError(
-            f"none of the {len(files)} files under {data_dir} is a readable film"
+            f"none of the {len(files)} files under {data_dir} is a readable film to use{why}"
         )
     report = LoadReport(
         source="upright",
@@ -428,8 +448,29 @@ def load_upright_films(
         films=films,
         samples=len(samples),
         skipped=tuple(skipped),
+        left_out=tuple(left_out),
     )
     return SampleSet(samples, report)
+
+
+def not_upright_check(model_folder: Path, max_tilt_deg: float) -> FilmCheck:
+    """A check that leaves out films a model finds more than ``max_tilt_deg`` from upright.
+
+    The archive's films are assumed upright, but some were stored askew; the model (the
+    pipeline's active one) reads each film as it is, and a film it puts far from
+    ``UPRIGHT_DEG`` is left out rather than taught as upright. Its own mistakes leave good
+    films out too, so the limit is generous (20° by default in a retraining run).
+    """
+    model = load_model(Path(model_folder))
+
+    def check(path: Path, display: np.ndarray) -> str | None:
+        (angle,) = model.predict_degrees([display])
+        tilt = abs(signed_degrees(angle - UPRIGHT_DEG))
+        if tilt > max_tilt_deg:
+            return f"the model {model.card.version} puts it at {angle:.0f} deg, {tilt:.0f} from upright"
+        return None
+
+    return check
 
 
 def render_synthetic_films(

@@ -103,6 +103,7 @@ from training.hand_orientation.data import (
     SampleSet,
     load_labelled_films,
     load_upright_films,
+    not_upright_check,
     render_synthetic_films,
     split_by_film,
 )
@@ -150,6 +151,11 @@ class TrainConfig:
     synthetic_test_films: int | None = None
     rotations_per_film: int = 8
     upright_deg: float = 90.0
+    #: Upright films only: a model folder (the pipeline's active model) that reads every
+    #: film first; films it puts more than ``max_tilt_deg`` from upright are left out
+    #: (``data.not_upright_check``). None: every film is taken as upright.
+    upright_check_model: Path | None = None
+    max_tilt_deg: float = 20.0
     architecture: str = "resnet50"
     resize: int = 256
     crop: int = 224
@@ -233,6 +239,10 @@ class TrainConfig:
             raise ValueError("val_fraction + test_fraction must leave films to train on")
         if self.rotations_per_film < 1:
             raise ValueError("rotations_per_film must be at least 1")
+        if self.upright_check_model is not None and self.source != "upright":
+            raise ValueError("upright_check_model checks upright films: give data_dir alone")
+        if not 0 < self.max_tilt_deg <= 180:
+            raise ValueError("max_tilt_deg must be in (0, 180] (180: no film is left out)")
         if self.version is not None:
             check_version(self.version)
 
@@ -490,6 +500,12 @@ def train_orientation(config: TrainConfig) -> TrainedModel:
         summary["synthetic_size"] = config.synthetic_size or 2 * spec.resize
     if config.source == "upright":
         summary["rotations_per_film"] = config.rotations_per_film
+        if config.upright_check_model is not None:
+            summary["upright_check"] = {
+                "model": Path(config.upright_check_model).name,
+                "max_tilt_deg": config.max_tilt_deg,
+                "films_left_out": len(loaded.report.left_out),
+            }
     return _write_model_folder(
         out_dir, version, config, best_state, summary, test, evaluated_on, history
     )
@@ -513,12 +529,16 @@ def _load_samples(
             advance=advance,
         )
     assert config.data_dir is not None
+    check = None
+    if config.upright_check_model is not None and config.max_tilt_deg < 180:
+        check = not_upright_check(config.upright_check_model, config.max_tilt_deg)
     return load_upright_films(
         config.data_dir,
         spec,
         rotations_per_film=config.rotations_per_film,
         seed=int_seed(seed),
         upright_deg=config.upright_deg,
+        accept=check,
         advance=advance,
     )
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from training.contract import NodeContext, Trainer, TrainerCommands
+    from training.contract import NodeContext, Retraining, Trainer, TrainerCommands
     from training.demo_entry import DemoEntry
     from training.mura_abnormality.train import TrainConfig
 
@@ -69,6 +69,12 @@ def demo_entry() -> DemoEntry | None:
     from training.mura_abnormality.demo import DEMO
 
     return DEMO
+
+
+def retraining() -> Retraining:
+    from training.mura_abnormality.retraining import RETRAINING
+
+    return RETRAINING
 
 
 def train_command(args: argparse.Namespace, node: NodeContext) -> int:
