@@ -96,7 +96,9 @@ def read_header(path: Path) -> InstanceHeader:
     )
 
 
-_RACE_RETRIES = 3
+#: How often an instance is indexed again after an IntegrityError: on PostgreSQL another
+#: process may insert the same study, series or instance between our select and insert.
+RACE_RETRIES = 3
 
 
 @dataclass(frozen=True)
@@ -133,16 +135,16 @@ def index_instance(
     database is locked or unwritable, so the receiver can answer 0xA700.
     """
     now = received_at or datetime.now(UTC)
-    for attempt in range(_RACE_RETRIES):
+    for attempt in range(RACE_RETRIES):
         try:
             with write_transaction(engine) as conn:
-                return _index(
+                return index_rows(
                     conn, header, relative_path, size_bytes, calling_ae_title, now, replace_moved
                 )
         except IntegrityError:
             # Another receiver (PostgreSQL, no table lock) inserted the same study,
             # series or instance between our select and insert: look again.
-            if attempt == _RACE_RETRIES - 1:
+            if attempt == RACE_RETRIES - 1:
                 raise
         except OperationalError as exc:
             raise OutOfResources(f"database unavailable: {exc.orig}") from exc
@@ -196,7 +198,7 @@ _INSERT_SERIES = insert(_series).returning(_series.c.id)
 _INSERT_INSTANCE = insert(_instances).returning(_instances.c.id)
 
 
-def _index(
+def index_rows(
     conn: Connection,
     header: InstanceHeader,
     relative_path: str,
@@ -205,6 +207,9 @@ def _index(
     now: datetime,
     replace_moved: bool,
 ) -> IndexOutcome:
+    """The study, series and instance statements of one instance, in the caller's write
+    transaction (``index_instance`` for one instance, ``IndexWriter`` for a group); the
+    caller commits. Duplicates as ``index_instance`` describes."""
     existing = conn.execute(_SELECT_INSTANCE, {"p_sop_uid": header.sop_instance_uid}).first()
     moved_from = None
     if existing is not None and existing.path != relative_path:

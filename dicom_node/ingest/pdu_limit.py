@@ -1,5 +1,5 @@
-"""PDU size cap on receive: a PDU longer than the receiver takes is aborted before its
-body is read.
+"""PDU size cap and read timeout on receive: a PDU longer than the receiver takes is
+aborted before its body is read, and a PDU that stops arriving ends the association.
 
 ``max_pdu_bytes`` is what the node advertises as its Maximum Length Received; pynetdicom
 does not hold peers to it, and reads whatever length a PDU header claims: a P-DATA-TF
@@ -12,6 +12,18 @@ association. Memory per association stays bounded by the limit.
 
 The limit is the larger of ``max_pdu_bytes`` and ``admission.MAX_REQUEST_BYTES`` (an
 A-ASSOCIATE-RQ may be larger than the data PDUs a peer agrees to send); 0 means no limit.
+
+The same wrapper bounds the wait: a socket accepted by the listener is blocking without a
+timeout (``socket.accept`` makes it so, whatever the listening socket's), and pynetdicom
+reads a PDU whose header has arrived until all of it has. A peer that sends part of a PDU
+and then nothing, keeping the connection open, would hold the association's threads and
+its slot (one of ``max_associations``) for ever: pynetdicom's own network timeout fires
+in another thread and waits on the blocked one. So, before each read, the socket of an
+association the node accepted gets ``network_timeout_seconds`` as its timeout: a read
+that waits that long for the next byte raises ``TimeoutError``, which pynetdicom takes
+as a closed connection (one log line); it closes the socket and ends the association.
+Sends get the same bound (a peer that never reads).
+
 ``dicom_node.net.pynetdicom_hooks`` checks at start that ``recv`` is still where it is
 wrapped.
 """
@@ -46,12 +58,31 @@ def receive_limit(max_pdu_bytes: int) -> int | None:
     return None if max_pdu_bytes <= 0 else max(max_pdu_bytes, MAX_REQUEST_BYTES)
 
 
-def _limit_of(sock: AssociationSocket) -> int | None:
+def _accepted(sock: AssociationSocket) -> Any:
+    """The association of ``sock`` if the node accepted it, else None (the node's own SCU
+    side, deliveries, is neither limited nor given a timeout here)."""
     assoc: Any = getattr(sock, "_assoc", None)
     if assoc is None or not getattr(assoc, "is_acceptor", False):
-        return None  # the node's own SCU side (deliveries) is not limited here
+        return None
+    return assoc
+
+
+def _limit_of(assoc: Any) -> int | None:
     limit = getattr(assoc.ae, "pdu_receive_limit", None)
     return limit if isinstance(limit, int) else None
+
+
+def _bound_wait(sock: AssociationSocket, assoc: Any) -> None:
+    """Give the raw socket the association's network timeout (once; a no-op after)."""
+    raw: socket.socket | None = getattr(sock, "socket", None)
+    timeout = getattr(assoc, "network_timeout", None)
+    if raw is None or not isinstance(timeout, int | float) or timeout <= 0:
+        return
+    try:
+        if raw.gettimeout() != timeout:
+            raw.settimeout(timeout)
+    except OSError:
+        pass  # closed meanwhile: the read that follows says so
 
 
 def _abort(sock: AssociationSocket, length: int, limit: int) -> None:
@@ -77,10 +108,13 @@ def _abort(sock: AssociationSocket, length: int, limit: int) -> None:
 
 def _limited_recv(self: AssociationSocket, nr_bytes: int) -> bytearray:
     assert _original is not None
-    limit = _limit_of(self)
-    if limit is not None and nr_bytes > limit:
-        _abort(self, nr_bytes, limit)
-        return bytearray()
+    assoc = _accepted(self)
+    if assoc is not None:
+        limit = _limit_of(assoc)
+        if limit is not None and nr_bytes > limit:
+            _abort(self, nr_bytes, limit)
+            return bytearray()
+        _bound_wait(self, assoc)
     return _original(self, nr_bytes)
 
 

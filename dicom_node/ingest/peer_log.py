@@ -8,7 +8,10 @@ becomes one line ending in the exception's type and message; warnings and errors
 counted per peer address (the association running in the thread that logs), and past
 ``LINES_PER_MINUTE`` in a minute they are dropped, the next line let through saying how
 many were. The receiver's own refusals before association go through the same limit
-(``PEER_LINES.allow``).
+(``PEER_LINES.allow``), and so do the lines the node writes about one peer's requests in
+its association's thread (``NODE_PEER_LOGGERS``: a refused C-STORE is one line, but a peer
+sending refusable requests in a loop must not write the log full); those keep their
+tracebacks, which are the node's own errors.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ from collections.abc import Callable
 
 #: Warning and error lines logged per peer address and minute, at most.
 LINES_PER_MINUTE = 20
+#: The node's loggers that write about a peer's requests from its association's thread
+#: (refused C-STOREs); the filter limits them per peer and keeps their tracebacks.
+NODE_PEER_LOGGERS = ("dicom_node.ingest.receive", "dicom_node.ingest.store_requests")
 _WINDOW_SECONDS = 60.0
 
 
@@ -70,14 +76,16 @@ def _peer_of_thread() -> str | None:
 
 
 class PeerLogFilter(logging.Filter):
-    """One line per record, and at most ``PEER_LINES.per_minute`` per peer and minute."""
+    """One line per record (unless ``one_line`` is False: tracebacks kept), and at most
+    ``PEER_LINES.per_minute`` per peer and minute."""
 
-    def __init__(self, limit: PeerLineLimit = PEER_LINES) -> None:
+    def __init__(self, limit: PeerLineLimit = PEER_LINES, *, one_line: bool = True) -> None:
         super().__init__()
         self.limit = limit
+        self.one_line = one_line
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and record.exc_info[1] is not None:
+        if self.one_line and record.exc_info and record.exc_info[1] is not None:
             error = record.exc_info[1]
             text = record.getMessage()
             summary = f"{type(error).__name__}: {error}"[:300]
@@ -102,19 +110,26 @@ _installed: set[str] = set()
 
 
 def install_peer_log_filter(logger_names: tuple[str, ...] | None = None) -> None:
-    """Put ``PeerLogFilter`` on every pynetdicom logger and pydicom's (once each)."""
+    """Put ``PeerLogFilter`` on every pynetdicom logger and pydicom's, and (tracebacks
+    kept) on ``NODE_PEER_LOGGERS``; or, one line each, on ``logger_names`` (once each)."""
     import pynetdicom  # noqa: F401  # its modules make their loggers on import
 
-    names = logger_names or (
-        "pydicom",  # its warnings about the values it decodes for pynetdicom
-        *(
-            name
-            for name in logging.Logger.manager.loggerDict
-            if name == "pynetdicom" or name.startswith("pynetdicom.")
+    filters: dict[str, bool] = dict.fromkeys(
+        logger_names
+        or (
+            "pydicom",  # its warnings about the values it decodes for pynetdicom
+            *(
+                name
+                for name in logging.Logger.manager.loggerDict
+                if name == "pynetdicom" or name.startswith("pynetdicom.")
+            ),
         ),
+        True,
     )
+    if logger_names is None:
+        filters.update(dict.fromkeys(NODE_PEER_LOGGERS, False))
     with _install_lock:
-        for name in names:
+        for name, one_line in filters.items():
             if name not in _installed:
-                logging.getLogger(name).addFilter(PeerLogFilter())
+                logging.getLogger(name).addFilter(PeerLogFilter(one_line=one_line))
                 _installed.add(name)

@@ -3,7 +3,9 @@
 The C-STORE handler does only the fast path: the dataset arrives in a spool file
 (pynetdicom's chunked receive, never whole in memory), its header is read, the file is
 made durable and moved into place, the index row is committed, and only then is a
-named status returned. Routing and pipelines happen elsewhere.
+named status returned. The rows of all associations are committed by one index writer
+(``index_writer.py``), in groups; each handler waits for its own row's commit. Routing
+and pipelines happen elsewhere.
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ from dicom_node.ingest.admission import (
     Refused,
     await_association_request,
 )
-from dicom_node.ingest.index import index_instance, lookup_instance, read_header
+from dicom_node.ingest.association_guard import install_association_guard
+from dicom_node.ingest.index import lookup_instance, read_header
+from dicom_node.ingest.index_writer import IndexWriter
 from dicom_node.ingest.pdu_limit import install_pdu_limit, receive_limit
 from dicom_node.ingest.peer_log import PEER_LINES, install_peer_log_filter
 from dicom_node.ingest.spool import SpoolFile, install_spooling
@@ -216,9 +220,11 @@ class Receiver:
         install_store_request_guard()
         install_pdu_limit()
         install_peer_log_filter()
+        install_association_guard()
         self.settings = settings
         self.store = store
         self.engine = engine
+        self.index_writer = IndexWriter(engine)
         self.ae = NodeAE(
             settings.ae_title,
             spool_dir=store.spool_dir,
@@ -261,6 +267,7 @@ class Receiver:
         )
         self.ae._servers.append(server)  # so that ae.shutdown() finds it, as start_server does
         self._server = server
+        self.index_writer.start()
         self._thread = threading.Thread(
             target=server.serve_forever,
             kwargs={"poll_interval": _SHUTDOWN_POLL_SECONDS},
@@ -277,6 +284,9 @@ class Receiver:
         )
 
     def stop(self) -> None:
+        """Stop listening, abort the associations, then stop the index writer: the rows
+        already handed to it are committed (or their stores answered 0xA700), and a
+        handler that comes later gets 0xA700."""
         if self._server is not None:
             self._server.shutdown()
             self._server = None
@@ -284,6 +294,7 @@ class Receiver:
             self._thread.join()
             self._thread = None
         self.ae.shutdown()
+        self.index_writer.stop()
 
     # -- handlers ----------------------------------------------------------------------
 
@@ -374,8 +385,7 @@ class Receiver:
             return StoreStatus.SUCCESS
 
         try:
-            outcome = index_instance(
-                self.engine,
+            outcome = self.index_writer.index(
                 header,
                 relative_path=stored.relative_path,
                 size_bytes=stored.size_bytes,
@@ -387,6 +397,12 @@ class Receiver:
             if stored.placement is Placement.NEW:
                 self.store.remove(stored.relative_path)
             return StoreStatus.OUT_OF_RESOURCES
+        except Exception:
+            # Not indexed: a file of ours without its row must not stay behind either
+            # (logged by _on_store, answered 0x0110).
+            if stored.placement is Placement.NEW:
+                self.store.remove(stored.relative_path)
+            raise
         if outcome.kept_at is not None:
             logger.warning(
                 "%s was already stored under another study or series; kept the first copy",

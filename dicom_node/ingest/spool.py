@@ -5,6 +5,12 @@ pynetdicom writes each incoming dataset (chunked receive) into a file it makes w
 node's own spool folder on the storage volume, size-limited, and write errors become
 statuses instead of a dead association (``dicom_node.net.pynetdicom_hooks`` checks the
 internals at start).
+
+Each spool file is listed on the association it belongs to; when the association ends,
+the files no C-STORE handler took (the association aborted or closed before its data set
+was complete or answered, or the request was no valid C-STORE after all) are removed
+(``discard_unfinished``, called by ``association_guard.py``), instead of staying in the
+spool folder until the next start.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ class SpoolFile:
         self.written = 0
         self.error: OSError | None = None
         self.too_large = False
+        self.closed = False  # by a handler (kept or discarded) or pynetdicom after one
 
     @property
     def usable(self) -> bool:
@@ -73,6 +80,7 @@ class SpoolFile:
             logger.debug("could not truncate spool file %s: %s", self.name, exc)
 
     def close(self) -> None:
+        self.closed = True
         try:
             self._out.close()
         except OSError as exc:
@@ -83,13 +91,35 @@ class SpoolFile:
         Path(self.name).unlink(missing_ok=True)
 
 
+#: The attribute of an association that lists its spool files not yet closed.
+_OPEN_SPOOLS = "_node_open_spool_files"
+
+
 def _spool_file_factory(*_args: Any, **_kwargs: Any) -> SpoolFile:
     """Called by pynetdicom in the association's DUL thread for each incoming C-STORE."""
     assoc = getattr(threading.current_thread(), "assoc", None)
     ae = getattr(assoc, "ae", None)
     spool_dir = getattr(ae, "spool_dir", None)
     limit = getattr(ae, "max_dataset_bytes", None)
-    return SpoolFile(str(spool_dir) if spool_dir else None, limit)
+    spool = SpoolFile(str(spool_dir) if spool_dir else None, limit)
+    if assoc is not None:
+        listed: list[SpoolFile] = [f for f in getattr(assoc, _OPEN_SPOOLS, ()) if not f.closed]
+        listed.append(spool)
+        setattr(assoc, _OPEN_SPOOLS, listed)
+    return spool
+
+
+def discard_unfinished(assoc: Any) -> int:
+    """Remove the spool files of ``assoc`` that no handler closed; how many. Called when
+    the association has ended (nothing writes to them any more)."""
+    listed: list[SpoolFile] = list(getattr(assoc, _OPEN_SPOOLS, ()))
+    setattr(assoc, _OPEN_SPOOLS, [])
+    unfinished = [spool for spool in listed if not spool.closed]
+    for spool in unfinished:
+        spool.discard()
+    if unfinished:
+        logger.debug("removed %d unfinished spool file(s)", len(unfinished))
+    return len(unfinished)
 
 
 _install_lock = threading.Lock()

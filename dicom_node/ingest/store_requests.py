@@ -12,7 +12,9 @@ request with a failure status and go on.
 ``install_store_request_guard()`` wraps ``Association._serve_request`` so that such a
 C-STORE, on a presentation context the node accepted, is answered with 0x0122 "SOP
 Class not supported" (PS3.4 Annex GG's status for it; dcmtk's and Orthanc's too) and
-its spooled dataset is removed. Everything else, a request on a context that was never
+its spooled dataset is removed. A C-STORE request whose command says that no data set
+follows (Command Data Set Type 0x0101) is answered 0xC000 "Cannot understand" with one
+warning line, instead of reaching the handler as if the node's spooling were broken. Everything else, a request on a context that was never
 accepted included (a protocol violation, which pynetdicom rightly aborts), goes to
 pynetdicom as before. ``dicom_node.net.pynetdicom_hooks`` checks at start that the
 wrapped internals are still there.
@@ -36,7 +38,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pydicom.uid import UID, AllTransferSyntaxes, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import AllStoragePresentationContexts, association, register_uid
+from pynetdicom import AllStoragePresentationContexts, _config, association, register_uid
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.service_class import StorageServiceClass
@@ -45,6 +47,8 @@ logger = logging.getLogger(__name__)
 
 #: Refused: SOP Class not supported (PS3.4 Annex GG, C-STORE).
 SOP_CLASS_NOT_SUPPORTED = 0x0122
+#: Error: cannot understand (PS3.4 Annex B.2.3): a C-STORE request without a data set.
+CANNOT_UNDERSTAND = 0xC000
 
 #: Storage SOP classes of PS3.4 (retired ones included) that pynetdicom 3.0 does not
 #: list; dcmtk accepts them as storage (its dcmAllStorageSOPClassUIDs), and so Orthanc.
@@ -140,8 +144,8 @@ def _discard_spool(msg: C_STORE) -> None:
     spool.close()
 
 
-def refuse_unsupported_class(assoc: Association, msg: C_STORE, context_id: int) -> None:
-    """Answer ``msg`` with 0x0122 on its context and drop its dataset."""
+def _answer(assoc: Association, msg: C_STORE, context_id: int, status: int) -> None:
+    """Answer ``msg`` with ``status`` on its context and drop its dataset."""
     _discard_spool(msg)
     rsp = C_STORE()
     rsp.MessageIDBeingRespondedTo = msg.MessageID
@@ -151,13 +155,28 @@ def refuse_unsupported_class(assoc: Association, msg: C_STORE, context_id: int) 
             setattr(rsp, keyword, getattr(msg, keyword))
         except (TypeError, ValueError):
             pass
-    rsp.Status = SOP_CLASS_NOT_SUPPORTED
+    rsp.Status = status
+    assoc.dimse.send_msg(rsp, context_id)
+
+
+def refuse_unsupported_class(assoc: Association, msg: C_STORE, context_id: int) -> None:
+    """Answer ``msg`` with 0x0122 on its context and drop its dataset."""
     logger.warning(
         "refused %s: its SOP Class UID %r is no storage SOP class the node supports (0x0122)",
         str(msg.AffectedSOPInstanceUID or "?"),
         str(msg.AffectedSOPClassUID or "")[:64],
     )
-    assoc.dimse.send_msg(rsp, context_id)
+    _answer(assoc, msg, context_id, SOP_CLASS_NOT_SUPPORTED)
+
+
+def has_no_data_set(msg: C_STORE) -> bool:
+    """Whether a received C-STORE request came without a data set (while datasets are
+    spooled, each C-STORE request that announces one gets a spool file)."""
+    return (
+        bool(_config.STORE_RECV_CHUNKED_DATASET)
+        and _spool_of(msg) is None
+        and getattr(msg, "_dataset_path", None) is None
+    )
 
 
 def _guarded_serve_request(self: Association, msg: Any, context_id: int) -> None:
@@ -167,10 +186,17 @@ def _guarded_serve_request(self: Association, msg: Any, context_id: int) -> None
         and msg.is_valid_request
         and context_id in self._accepted_cx
         and not self._sent_release
-        and not storage_service_for(self, str(msg.AffectedSOPClassUID or ""))
     ):
-        refuse_unsupported_class(self, msg, context_id)
-        return
+        if not storage_service_for(self, str(msg.AffectedSOPClassUID or "")):
+            refuse_unsupported_class(self, msg, context_id)
+            return
+        if has_no_data_set(msg):
+            logger.warning(
+                "refused %s: a C-STORE request without a data set (0xC000)",
+                str(msg.AffectedSOPInstanceUID or "?"),
+            )
+            _answer(self, msg, context_id, CANNOT_UNDERSTAND)
+            return
     _original(self, msg, context_id)
 
 
