@@ -2,7 +2,8 @@
 
 Study-scoped: the node hands it every CR/DX view its routes sent (often one series per
 view). Each view is decoded with ``pipelines.film_io`` (LUTs, MONOCHROME1), preprocessed
-as the paper does (224 × 224, [−1, 1]) and given a probability by the DenseNet; the
+as the paper does (224 × 224, [−1, 1]) and given a probability by the DenseNet (the
+network runs on the views read so far while a thread reads the next ones); the
 study's probability is the mean over its views (MURA's rule), abnormal when it reaches the
 threshold on the model card (chosen on validation studies at training; the option
 ``threshold`` overrides it).
@@ -15,9 +16,10 @@ from __future__ import annotations
 import logging
 import math
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
@@ -47,9 +49,12 @@ from pipelines.mura_abnormality.concepts import (
 from pipelines.mura_abnormality.regions import REGION_CODES, region_of
 
 if TYPE_CHECKING:
+    import torch
+
     from pipelines.mura_abnormality.model import MuraModel
 
 logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 HOW_TO_GET_A_MODEL = (
     "train one with `dicom-node train mura_abnormality --mura DIR` (MURA's folder), `--data DIR "
@@ -94,6 +99,52 @@ def heat_map_views(probabilities: np.ndarray, verdict: Verdict) -> list[int]:
     return [i for i in order if probabilities[i] >= verdict.threshold]
 
 
+def _files_of(study: StudyInput) -> list[tuple[str, Path]]:
+    """(Series Instance UID, file) of every file of the study, series after series."""
+    return [(series.series_instance_uid, path) for series in study.series for path in series.files]
+
+
+def _read(path: Path) -> tuple[Film | None, str | None]:
+    """The film in ``path``, or why it cannot be read (naming the file)."""
+    try:
+        return read_film(path), None
+    except FilmUnreadable as exc:
+        reason = str(exc)
+        if not reason.startswith(f"{path.name}:"):
+            reason = f"{path.name}: {reason}"
+        return None, reason
+
+
+def _done(value: _T) -> Future[_T]:
+    """A future that holds ``value`` already."""
+    future: Future[_T] = Future()
+    future.set_result(value)
+    return future
+
+
+def _keep(
+    film: Film | None,
+    reason: str | None,
+    path: Path,
+    series_uid: str,
+    seen: set[str],
+    views: list[View],
+    skipped: list[str],
+) -> bool:
+    """Add ``film`` to ``views`` (True), or its reason, or that its instance came already,
+    to ``skipped`` (False)."""
+    if film is None:
+        logger.warning("%s: %s", PIPELINE_NAME, reason)
+        skipped.append(str(reason))
+        return False
+    if film.sop_instance_uid in seen:
+        skipped.append(f"{path.name}: instance {film.sop_instance_uid} seen already")
+        return False
+    seen.add(film.sop_instance_uid)
+    views.append(View(film, series_uid, region_of(film.header)))
+    return True
+
+
 class MuraAbnormality:
     """Papers 001 (MURA abnormality, DenseNet + head) and 004 (Grad-CAM, module IV).
 
@@ -105,7 +156,10 @@ class MuraAbnormality:
     ``max_side`` — the longest side in pixels of those pictures' film part (1024).
     ``runtime`` — where the probabilities run: ``"auto"`` (ONNX Runtime where it agrees
     with torch and measures faster at load), ``"torch"`` or ``"onnxruntime"``; Grad-CAM
-    always runs on torch. ``batch_size`` — views per forward pass.
+    always runs on torch. ``batch_size`` — the most views per forward pass. ``read_ahead``
+    — run the network on the views read so far while a thread reads the next ones
+    (``predict_while_reading``; default true); false reads every view first, then runs
+    the network (``benchmarks/mura.py`` measures both).
     """
 
     name = PIPELINE_NAME
@@ -119,6 +173,7 @@ class MuraAbnormality:
         max_side: int = 1024,
         runtime: Runtime = "auto",
         batch_size: int = 8,
+        read_ahead: bool = True,
     ) -> None:
         if threshold is not None and (
             isinstance(threshold, bool)
@@ -138,11 +193,14 @@ class MuraAbnormality:
             raise ValueError(f"runtime must be one of {', '.join(RUNTIMES)}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError("batch_size must be at least 1")
+        if not isinstance(read_ahead, bool):
+            raise ValueError("read_ahead must be true or false")
         self.threshold = None if threshold is None else float(threshold)
         self.heat_maps = heat_maps
         self.max_side = max_side
         self.runtime: Runtime = runtime
         self.batch_size = batch_size
+        self.read_ahead = read_ahead
         self._models: ModelFolderCache[MuraModel] = ModelFolderCache(self._load)
 
     def _load(self, folder: Path) -> MuraModel:
@@ -160,39 +218,89 @@ class MuraAbnormality:
         )
 
     def read_views(self, study: StudyInput) -> tuple[list[View], list[str]]:
-        """The study's films, series after series, and why any file was skipped."""
+        """The study's films, series after series, and why any file was skipped (each
+        reason names its file: in the node's store, ``<SOP Instance UID>.dcm``)."""
         views: list[View] = []
         skipped: list[str] = []
         seen: set[str] = set()
-        for series in study.series:
-            for path in series.files:
-                try:
-                    film = read_film(path)
-                except FilmUnreadable as exc:
-                    logger.warning("%s: %s", PIPELINE_NAME, exc)
-                    skipped.append(str(exc))
-                    continue
-                if film.sop_instance_uid in seen:
-                    skipped.append(f"{path.name}: instance {film.sop_instance_uid} seen already")
-                    continue
-                seen.add(film.sop_instance_uid)
-                views.append(View(film, series.series_instance_uid, region_of(film.header)))
+        for series_uid, path in _files_of(study):
+            film, reason = _read(path)
+            _keep(film, reason, path, series_uid, seen, views, skipped)
         return views, skipped
 
-    def run(self, study: StudyInput) -> PipelineResult:
+    def predict_while_reading(
+        self, study: StudyInput, model: MuraModel
+    ) -> tuple[list[View], list[str], torch.Tensor, np.ndarray, dict[str, float]]:
+        """The study's views (as ``read_views`` gives them), the reasons for skipped files,
+        the network's inputs, the probabilities and the seconds spent.
+
+        One thread reads and preprocesses the films in order while this one runs the
+        network: each forward pass takes the views read so far (at least one, at most
+        ``batch_size``), so the network works while the next films are decoded instead
+        of after all of them (decoding a film is pydicom's and NumPy's work, resizing it
+        torch's, and ONNX Runtime and torch give the interpreter up while they compute).
+        With ``read_ahead`` false every view is read first, then the network runs on
+        batches of ``batch_size``."""
         import torch
 
         from pipelines.mura_abnormality.preprocess import network_input
 
+        spec = model.spec
+
+        def read_and_prepare(path: Path) -> tuple[Film | None, str | None, object, float]:
+            started = time.perf_counter()
+            film, reason = _read(path)
+            tensor = None if film is None else network_input(film.display, spec)
+            return film, reason, tensor, time.perf_counter() - started
+
+        files = _files_of(study)
+        views: list[View] = []
+        skipped: list[str] = []
+        seen: set[str] = set()
+        inputs: list[torch.Tensor] = []
+        probabilities: list[np.ndarray] = []
+        seconds = {"read_preprocess": 0.0, "network": 0.0}
+        with ThreadPoolExecutor(1, thread_name_prefix=f"{PIPELINE_NAME}-read") as reader:
+            if self.read_ahead:
+                futures = [reader.submit(read_and_prepare, path) for _, path in files]
+            else:  # every view read here first, then the network in full batches
+                futures = [_done(read_and_prepare(path)) for _, path in files]
+            try:
+                index = 0
+                while index < len(files):
+                    chunk: list[torch.Tensor] = []
+                    while (
+                        index < len(files)
+                        and len(chunk) < self.batch_size
+                        and (not chunk or not self.read_ahead or futures[index].done())
+                    ):
+                        film, reason, tensor, spent = futures[index].result()
+                        seconds["read_preprocess"] += spent
+                        series_uid, path = files[index]
+                        if _keep(film, reason, path, series_uid, seen, views, skipped):
+                            assert isinstance(tensor, torch.Tensor)
+                            chunk.append(tensor)
+                        index += 1
+                    if chunk:
+                        started = time.perf_counter()
+                        part = torch.stack(chunk)
+                        probabilities.append(model.probabilities(part, batch_size=self.batch_size))
+                        seconds["network"] += time.perf_counter() - started
+                        inputs.extend(chunk)
+            finally:
+                for future in futures:  # an error: the films not read yet are not read
+                    future.cancel()
+        batch = torch.stack(inputs) if inputs else torch.zeros(0)
+        found = np.concatenate(probabilities) if probabilities else np.zeros(0)
+        return views, skipped, batch, found, seconds
+
+    def run(self, study: StudyInput) -> PipelineResult:
         model = self.model(study)
         started = time.perf_counter()
-        views, skipped = self.read_views(study)
+        views, skipped, batch, probabilities, seconds = self.predict_while_reading(study, model)
         if not views:
             reasons = "; ".join(skipped[:3]) or "the study has no files"
             raise PipelineInputError(f"no view of the study could be read as a film: {reasons}")
-        batch = torch.stack([network_input(view.film.display, model.spec) for view in views])
-        read = time.perf_counter()
-        probabilities = model.probabilities(batch, batch_size=self.batch_size)
         views = [
             View(v.film, v.series_instance_uid, v.region, float(p))
             for v, p in zip(views, probabilities, strict=True)
@@ -225,8 +333,10 @@ class MuraAbnormality:
             "architecture": model.architecture,
             "runtime": model.runtime,
             "seconds": {
-                "read_preprocess": round(read - started, 3),
-                "network": round(predicted - read, 3),
+                # reading and the network overlap: each is its own busy time
+                "read_preprocess": round(seconds["read_preprocess"], 3),
+                "network": round(seconds["network"], 3),
+                "read_and_network": round(predicted - started, 3),
                 "heat_maps": round(drawn - predicted, 3),
             },
         }
