@@ -19,9 +19,13 @@ UTILITIES = ("base", "net")
 #: Beside the flow (``retraining``): it uses the stages (the index, the model registry) and
 #: ``net`` as the wiring does, but no stage imports it; only the wiring does.
 BESIDE = ("retraining",)
-#: What wires the stages together, each importing anything before it.
-WIRING = ("flow", "demo", "cli", "__main__")
-KNOWN = {*STAGES, *UTILITIES, *BESIDE, *WIRING}
+#: Observing the node (``http``: pages, metrics, health): it reads the database and may use
+#: the stages' and ``retraining``'s read functions; nothing but the wiring imports it.
+OBSERVE = ("http",)
+#: What wires the stages together, each importing anything before it. ``conformance``
+#: (the conformance statement's tables) reads the constants of every stage.
+WIRING = ("conformance", "flow", "demo", "cli", "__main__")
+KNOWN = {*STAGES, *UTILITIES, *BESIDE, *OBSERVE, *WIRING}
 MAX_LINES = 450
 
 
@@ -58,6 +62,8 @@ def _allowed(source: str, target: str) -> bool:
         return target not in WIRING or WIRING.index(target) < WIRING.index(source)
     if source in BESIDE:
         return target in STAGES or target == "net"
+    if source in OBSERVE:
+        return target in STAGES or target in BESIDE or target == "net"
     if target == "net":
         return source != "base"
     if source in STAGES and target in STAGES:
@@ -104,6 +110,16 @@ def test_the_rule_flags_an_import_back_into_a_later_stage() -> None:
     beside = ["dicom_node.jobs.model_registry", "dicom_node.ingest.route", "dicom_node.net.scu"]
     assert _backward("dicom_node.retraining.runner", beside) == []
     assert _backward("dicom_node.flow", ["dicom_node.retraining.schedule"]) == []
+    read = [
+        "dicom_node.jobs.results_log",
+        "dicom_node.ingest.receive",
+        "dicom_node.retraining.runs",
+    ]
+    assert _backward("dicom_node.http.pages", read) == []
+    assert _backward("dicom_node.http.pages", ["dicom_node.flow"]) != []
+    assert _backward("dicom_node.jobs.worker", ["dicom_node.http.metrics"]) != []
+    assert _backward("dicom_node.retraining.runner", ["dicom_node.http.app"]) != []
+    assert _backward("dicom_node.flow", ["dicom_node.http.server"]) == []
 
 
 def test_the_node_never_imports_training_and_pipelines_import_neither() -> None:
