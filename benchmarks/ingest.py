@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/ingest.py [--workdir DIR] [--only ct|radiograph]
                                           [--targets T,...] [--repeat N] [--node-cmd CMD]
                                           [--max-pdu N] [--associations N,...] [--images N]
-                                          [--keep]
+                                          [--node-processes N,...] [--keep]
 
 One run sends each corpus (300 CT slices; 50 DX radiographs; see ``datasets.py``; with
 ``--images N`` only the first N files of each) with dcmtk ``storescu`` -- all files in one
@@ -26,6 +26,10 @@ largest storescp and Orthanc take; the range is theirs, 4096..131072): storescp'
 ``-pdu``, Orthanc's ``MaximumPduLength``, the bare SCP's and dicom-node's
 ``maximum_pdu_size`` / ``max_pdu_bytes``. (Before, storescp and Orthanc ran with their
 16 KiB default while dicom-node and pynetdicom had 4 MiB.)
+
+``--node-processes 1,2`` (default 1) runs dicom-node once per value, with
+``receiver_processes`` set to it: target ``dicom-node`` for 1, ``dicom-node-xN`` for N
+(each compared with the other receivers as ``dicom-node`` is).
 
 ``--associations 1,4,8`` (default 1) sends the same files split across N simultaneous
 associations: N contiguous, near-equal parts of the corpus in order, each sent by its own
@@ -82,6 +86,7 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from benchmarks.datasets import make_ingest_corpus  # noqa: E402
+from dicom_node.ingest.receiver_slots import TABLE_NAME, read_table  # noqa: E402
 from tests.peers import (  # noqa: E402
     OrthancProcess,
     StorescpProcess,
@@ -143,8 +148,21 @@ def default_node_cmd() -> list[str]:
     return [str(NODE_CLI), "serve", "--config", "{config}"]
 
 
+def node_target(processes: int) -> str:
+    """The target name of dicom-node with ``receiver_processes = processes``."""
+    return "dicom-node" if processes == 1 else f"dicom-node-x{processes}"
+
+
+def node_target_processes(target: str) -> int:
+    return 1 if target == "dicom-node" else int(target.removeprefix("dicom-node-x"))
+
+
 def write_node_config(
-    folder: Path, port: int, max_pdu: int | None = None, associations: int = 1
+    folder: Path,
+    port: int,
+    max_pdu: int | None = None,
+    associations: int = 1,
+    processes: int = 1,
 ) -> Path:
     storage = folder / "storage"
     config = folder / "dicom-node.toml"
@@ -161,6 +179,7 @@ def write_node_config(
                 "min_free_bytes = 0",
                 f"max_pdu_bytes = {max_pdu or NODE_DEFAULT_MAX_PDU}",
                 f"max_associations = {max(10, associations)}",
+                f"receiver_processes = {processes}",
                 "",
             ]
         )
@@ -170,11 +189,15 @@ def write_node_config(
 
 @contextmanager
 def node_process(
-    folder: Path, command: Sequence[str], max_pdu: int | None = None, associations: int = 1
+    folder: Path,
+    command: Sequence[str],
+    max_pdu: int | None = None,
+    associations: int = 1,
+    processes: int = 1,
 ) -> Iterator[tuple[int, Path, int]]:
     """Start dicom-node with a fresh config in ``folder``; yield (port, sqlite path, pid)."""
     port = free_port()
-    config = write_node_config(folder, port, max_pdu, associations)
+    config = write_node_config(folder, port, max_pdu, associations, processes)
     args = [token.replace("{config}", str(config)) for token in command]
     log_path = folder / "dicom-node.log"
     with open(log_path, "wb") as log:
@@ -187,6 +210,13 @@ def node_process(
         )
         try:
             wait_for_port("127.0.0.1", port, 60, process=process, log=log_path)
+            if processes > 1:  # wait until every receiver process listens
+                table = folder / "storage" / TABLE_NAME
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline and not (
+                    table.is_file() and all(entry.pid for entry in read_table(table))
+                ):
+                    time.sleep(0.1)
             yield port, folder / "node.sqlite", process.pid
         finally:
             stop_process(process)
@@ -448,8 +478,13 @@ def run_one(
         arrived = sum(1 for path in received.iterdir() if path.is_file())
         return result(sent, arrived)
 
-    if target == "dicom-node":
-        with node_process(folder, node_cmd, max_pdu, associations) as (port, database, pid):
+    if target.startswith("dicom-node"):
+        processes = node_target_processes(target)
+        with node_process(folder, node_cmd, max_pdu, associations, processes) as (
+            port,
+            database,
+            pid,
+        ):
             sent = send(storescu, port, NODE_AET, groups, pid, logs)
             arrived = count_node_instances(database)
         return result(sent, arrived)
@@ -469,9 +504,10 @@ def association_counts(runs: Sequence[Run] | Sequence[dict[str, Any]]) -> list[i
 def summarise(runs: list[Run]) -> list[dict[str, Any]]:
     """Median seconds per (corpus, association count, target) over the repeats."""
     rows = []
+    targets = list(dict.fromkeys(r.target for r in runs))  # in the order they ran
     for corpus in CORPORA:
         for associations in association_counts(runs):
-            for target in TARGETS:
+            for target in targets:
                 mine = [
                     r
                     for r in runs
@@ -521,6 +557,11 @@ RATIOS: dict[str, tuple[str, ...]] = {
 REF_NAMES = {"storescp": "storescp", "orthanc": "Orthanc", "pynetdicom": "pynetdicom"}
 
 
+def references(subject: str) -> tuple[str, ...]:
+    """What ``subject`` is divided by (every dicom-node-xN as dicom-node)."""
+    return RATIOS["dicom-node" if subject.startswith("dicom-node") else subject]
+
+
 def ratios(summary: list[dict[str, Any]], subject: str) -> list[dict[str, Any]]:
     """``subject``'s throughput divided by each of its references', per corpus and
     association count, each against the reference at the SAME association count (1.0 =
@@ -538,7 +579,7 @@ def ratios(summary: list[dict[str, Any]], subject: str) -> list[dict[str, Any]]:
                 continue
             values = {
                 f"vs_{ref}": mine["images_per_s"] / by_target[ref]["images_per_s"]
-                for ref in RATIOS[subject]
+                for ref in references(subject)
                 if ref in by_target
             }
             if values:
@@ -564,7 +605,7 @@ def print_report(summary: list[dict[str, Any]], rel: dict[str, list[dict[str, An
         ("senders CPU ms/image", "right"),
         ("all arrived", "left"),
     ]:
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+        table.add_column(name, justify=justify, no_wrap=name == "target")  # type: ignore[arg-type]
     for row in summary:
         table.add_row(
             row["target"],
@@ -582,8 +623,8 @@ def print_report(summary: list[dict[str, Any]], rel: dict[str, list[dict[str, An
     console.print(table)
     columns = [
         (subject, ref)
-        for subject, refs in RATIOS.items()
-        for ref in refs
+        for subject in rel
+        for ref in references(subject)
         if any(f"vs_{ref}" in row for row in rel.get(subject, []))
     ]
     keys = sorted(
@@ -630,7 +671,11 @@ def tool_version(args: list[str]) -> str:
 
 
 def environment(
-    node_cmd: Sequence[str], node_kind: str, max_pdu: int, associations: Sequence[int]
+    node_cmd: Sequence[str],
+    node_kind: str,
+    max_pdu: int,
+    associations: Sequence[int],
+    node_processes: Sequence[int] = (1,),
 ) -> dict[str, Any]:
     import pydicom
     import pynetdicom
@@ -662,6 +707,7 @@ def environment(
         "storescp_fork_above_one_association": True,
         "orthanc_dicom_threads": {str(n): max(ORTHANC_DICOM_THREADS, n) for n in associations},
         "node_max_associations": {str(n): max(10, n) for n in associations},
+        "node_receiver_processes": list(node_processes),
     }
 
 
@@ -682,6 +728,16 @@ def _associations(text: str) -> list[int]:
         return parse_associations(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _node_processes(text: str) -> list[int]:
+    try:
+        values = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: comma-separated whole numbers") from None
+    if not values or not all(1 <= v <= 16 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: each 1..16")
+    return values
 
 
 def _positive(text: str) -> int:
@@ -732,6 +788,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="send only the first N files of each corpus (a small run; default: all)",
     )
     parser.add_argument(
+        "--node-processes",
+        type=_node_processes,
+        default=[1],
+        help="comma-separated receiver_processes values dicom-node runs with, e.g. 1,2: "
+        "target dicom-node for 1, dicom-node-xN for N (default 1)",
+    )
+    parser.add_argument(
         "--keep", action="store_true", help="keep what the receivers stored (default: delete)"
     )
     return parser.parse_args(argv)
@@ -773,6 +836,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     storescu = find_tool("storescu")
     assert storescu is not None
+    if "dicom-node" in targets:
+        at = targets.index("dicom-node")
+        targets[at : at + 1] = [node_target(n) for n in args.node_processes]
 
     if args.node_cmd:
         node_cmd, node_kind = shlex.split(args.node_cmd), "--node-cmd"
@@ -846,13 +912,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     good = [r for r in runs if r.seconds == r.seconds]  # drop NaN (runs that crashed)
     summary = summarise(good)
-    rel = {subject: ratios(summary, subject) for subject in RATIOS}
+    subjects = [t for t in targets if t.startswith("dicom-node")] + ["pynetdicom"]
+    rel = {subject: ratios(summary, subject) for subject in subjects}
     print_report(summary, rel)
 
     results = {
         "benchmark": "ingest",
         "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "environment": environment(node_cmd, node_kind, args.max_pdu, args.associations),
+        "environment": environment(
+            node_cmd, node_kind, args.max_pdu, args.associations, args.node_processes
+        ),
         "corpus": {
             name: {
                 "images": len(corpus[name]),
@@ -864,7 +933,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             {**asdict(r), "images_per_s": r.images_per_s, "mb_per_s": r.mb_per_s} for r in runs
         ],
         "summary": summary,
-        "dicom_node_ratio": rel["dicom-node"],
+        "dicom_node_ratio": rel.get("dicom-node", []),
+        "dicom_node_processes_ratio": {s: rows for s, rows in rel.items() if s != "pynetdicom"},
         "pynetdicom_ratio": rel["pynetdicom"],
     }
     out = workdir / "ingest-results.json"

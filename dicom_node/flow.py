@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
+from typing import TYPE_CHECKING
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import Engine, select
@@ -27,6 +28,7 @@ from dicom_node.db.models import Instance
 from dicom_node.errors import InvalidUID, OutOfResources, UnreadableDataset, UnsafePath
 from dicom_node.ingest.index import index_instance, read_header
 from dicom_node.ingest.receive import Receiver
+from dicom_node.ingest.receiver_pool import ReceiverPool
 from dicom_node.ingest.stable import promote_stable_studies
 from dicom_node.jobs.queue import JobQueue
 from dicom_node.jobs.worker import OutputPlan, Worker
@@ -36,6 +38,9 @@ from dicom_node.retraining.schedule import RetrainingSchedule
 from dicom_node.settings import NodeSettings
 from dicom_node.store import DurableStore
 from pipelines import PipelineRegistry, PipelineUnavailable
+
+if TYPE_CHECKING:
+    from dicom_node.http.server import HttpServer
 
 logger = logging.getLogger(__name__)
 
@@ -144,10 +149,19 @@ class Node:
     def __init__(self, settings: NodeSettings, spawn_worker: WorkerFactory | None = None) -> None:
         self.settings = settings
         self.parts = NodeParts.open(settings)
-        self.receiver = Receiver(settings, self.parts.store, self.parts.engine)
+        # receiver_processes > 1: child receivers on the same port share max_associations.
+        self.receivers = ReceiverPool(settings, self.parts.store)
+        self.receiver = Receiver(
+            settings, self.parts.store, self.parts.engine, self.receivers.main_slots()
+        )
         self.deliverer = self.parts.deliverer()
         self.scheduler = BackgroundScheduler(timezone="UTC")
         self.retraining = RetrainingSchedule(settings, self.parts.engine)
+        self.http: HttpServer | None = None
+        if settings.http.enabled:  # imported only when on: uvicorn, Starlette, Jinja2
+            from dicom_node.http.server import HttpServer
+
+            self.http = HttpServer(settings, self.parts.engine, self.receiver)
         # Only asked for scopes: a built-in's is declared, so nothing is imported here.
         self.pipelines = PipelineRegistry(settings.extra_pipelines, settings.pipeline_options)
         self._spawn_worker = spawn_worker
@@ -164,6 +178,9 @@ class Node:
             recovery.files_skipped,
         )
         self.receiver.start()
+        self.receivers.start(self.receiver.port)
+        if self.http is not None:
+            self.http.start()
         self.scheduler.add_job(
             self.promote_stable,
             "interval",
@@ -236,8 +253,11 @@ class Node:
 
     def stop(self) -> None:
         self.retraining.stop()  # a run in progress ends (failed) instead of holding the stop
+        if self.http is not None:
+            self.http.stop()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
+        self.receivers.stop()
         self.receiver.stop()
         with self._lock:
             for process in self.workers:

@@ -8,11 +8,12 @@ Nothing else in the package reads configuration on its own.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import tomllib
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -219,6 +220,35 @@ class RetrievalSettings(_Strict):
         return None if value is None else _check_ae_title(value)
 
 
+class HttpSettings(_Strict):
+    """``[http]`` (``dicom_node/http``). The ``*_env`` fields name environment variables (a
+    token; ``user:password``); a non-loopback ``bind_address`` needs one of them."""
+
+    enabled: bool = False
+    bind_address: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    token_env: str | None = None  # read access
+    write_token_env: str | None = None  # read access and the retry buttons
+    basic_env: str | None = None  # read access
+    show_patient_identifiers: bool = False
+
+    def secret(self, name: str | None) -> str | None:
+        return os.environ.get(name) or None if name else None
+
+    @model_validator(mode="after")
+    def _guarded(self) -> HttpSettings:
+        named = [n for n in (self.token_env, self.write_token_env, self.basic_env) if n]
+        if unset := [n for n in named if self.enabled and self.secret(n) is None]:
+            raise ValueError(f"http: environment variable(s) {', '.join(unset)} not set")
+        if self.enabled and self.basic_env and ":" not in (self.secret(self.basic_env) or ""):
+            raise ValueError(f"http.basic_env: {self.basic_env} must hold user:password")
+        host = "127.0.0.1" if self.bind_address == "localhost" else self.bind_address
+        if self.enabled and not named and not ipaddress.ip_address(host).is_loopback:
+            msg = "is not a loopback address: set token_env, write_token_env or basic_env"
+            raise ValueError(f"http.bind_address {self.bind_address} {msg}")
+        return self
+
+
 DuplicatePolicy = Literal["keep_first", "overwrite"]
 
 
@@ -247,7 +277,8 @@ class NodeSettings(BaseSettings):
         default=(), description="empty: accept every calling AE title"
     )
     tls: TLSSettings = TLSSettings()
-    max_associations: int = Field(default=10, ge=1)
+    max_associations: int = Field(default=10, ge=1)  # for the node: all receiver processes
+    receiver_processes: Annotated[int, Field(ge=1)] | Literal["auto"] = 1  # README: when > 1
     max_dataset_bytes: int = Field(default=2 * 1024**3, gt=0)
     min_free_bytes: int = Field(
         default=256 * 1024**2, ge=0, description="refuse stores (0xA700) below this free space"
@@ -296,6 +327,7 @@ class NodeSettings(BaseSettings):
         description="keyword arguments for a pipeline, e.g. [pipeline_options.hand_orientation]",
     )
 
+    http: HttpSettings = HttpSettings()
     retraining: tuple[RetrainingEntry, ...] = Field(
         default=(), description="[[retraining]]: how and when each pipeline's model is retrained"
     )

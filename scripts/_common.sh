@@ -17,6 +17,9 @@ PROJECT_EXTRAS="${PROJECT_EXTRAS:-ml,dev,vgg16}"
 # Debian packages of the real peers the integration tests talk to (libgdcm-tools and
 # openjph-tools: the JPEG 2000 and HTJ2K encoders of the compressed-source tests).
 PEER_PACKAGES=(dcmtk orthanc dicom3tools postgresql libgdcm-tools openjph-tools)
+# Only the tests need these: the results pages' browser test (headless chromium, driven by
+# Selenium through the system driver; nothing is downloaded).
+TEST_ONLY_PACKAGES=(chromium chromium-driver)
 
 say() { printf '==> %s\n' "$*" >&2; }
 warn() { printf 'warning: %s\n' "$*" >&2; }
@@ -77,8 +80,9 @@ stop_orthanc_service() {
     fi
 }
 
-# Install the PEER_PACKAGES when missing and possible; otherwise say what to install (the
-# tests that need them are skipped with the same hint).
+# Install the PEER_PACKAGES (and any packages given as arguments) when missing and
+# possible; otherwise say what to install (the tests that need them are skipped with the
+# same hint).
 ensure_debian_peers() {
     if ! command -v dpkg-query >/dev/null 2>&1; then
         warn "not a Debian system: install dcmtk, Orthanc, dicom3tools, PostgreSQL, GDCM" \
@@ -87,7 +91,7 @@ ensure_debian_peers() {
         return 0
     fi
     local missing
-    missing="$(missing_debian_packages "${PEER_PACKAGES[@]}")"
+    missing="$(missing_debian_packages "${PEER_PACKAGES[@]}" "$@")"
     if [ -z "$missing" ]; then
         return 0
     fi

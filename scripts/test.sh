@@ -17,7 +17,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=scripts/_common.sh
 source scripts/_common.sh
 
-ensure_debian_peers
+ensure_debian_peers "${TEST_ONLY_PACKAGES[@]}"
 ensure_venv
 ensure_torch
 ensure_project

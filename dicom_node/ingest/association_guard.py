@@ -26,7 +26,8 @@ node accepted (its own SCU side is left alone):
 * an exception that would end the association's thread is logged the same way, the
   connection is aborted and shut down, its DUL thread stopped and the socket closed;
 * when the association's thread ends, for whatever reason, the spool files its C-STORE
-  requests opened and no handler took are removed (``spool.discard_unfinished``).
+  requests opened and no handler took are removed (``spool.discard_unfinished``), and
+  the AE is told (``association_ended``: the node-wide association slot is freed).
 
 At install it checks that pynetdicom still has what it wraps
 (``PynetdicomHooksMissing`` otherwise).
@@ -138,6 +139,9 @@ def _guarded_association_reactor(self: Association) -> None:
     finally:
         if _accepted(self):
             discard_unfinished(self)
+            ended = getattr(self.ae, "association_ended", None)
+            if callable(ended):
+                ended(self)  # frees its slot of the node's association limit
 
 
 def install_association_guard() -> None:

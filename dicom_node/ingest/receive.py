@@ -13,7 +13,6 @@ from __future__ import annotations
 import gc
 import logging
 import socket
-import ssl
 import threading
 import time
 from enum import IntEnum
@@ -39,6 +38,8 @@ from dicom_node.ingest.index import lookup_instance, read_header
 from dicom_node.ingest.index_writer import IndexWriter
 from dicom_node.ingest.pdu_limit import install_pdu_limit, receive_limit
 from dicom_node.ingest.peer_log import PEER_LINES, install_peer_log_filter
+from dicom_node.ingest.receiver_slots import NodeSlots
+from dicom_node.ingest.receiver_tls import build_ssl_context
 from dicom_node.ingest.spool import SpoolFile, install_spooling
 from dicom_node.ingest.store_requests import (
     ACCEPTED_TRANSFER_SYNTAXES,
@@ -48,7 +49,7 @@ from dicom_node.ingest.store_requests import (
 )
 from dicom_node.net.netutil import set_tcp_nodelay
 from dicom_node.net.pynetdicom_hooks import check_pynetdicom_hooks
-from dicom_node.settings import AllowedCaller, NodeSettings, TLSSettings
+from dicom_node.settings import AllowedCaller, NodeSettings
 from dicom_node.store import DurableStore, Placement
 
 logger = logging.getLogger(__name__)
@@ -108,6 +109,9 @@ class _ThreadedHandshakeServer(ThreadedAssociationServer):
         if now - self._last_collection >= _COLLECT_EVERY_SECONDS:
             self._last_collection = now
             gc.collect()
+        slots = getattr(self.ae, "node_slots", None)
+        if slots is not None:
+            slots.refresh()
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         assert self.socket is not None
@@ -155,6 +159,15 @@ class _ThreadedHandshakeServer(ThreadedAssociationServer):
         self.shutdown_request(request)
 
 
+class _SharedPortServer(_ThreadedHandshakeServer):
+    """One of several receiver processes listening on the same port (``receiver_pool.py``)."""
+
+    def server_bind(self) -> None:
+        assert self.socket is not None
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+
 class NodeAE(AE):
     """An AE whose calling-AE allowlist can depend on the peer's host."""
 
@@ -177,6 +190,26 @@ class NodeAE(AE):
         self.peer_slots = PeerSlots()
         self.pdu_receive_limit: int | None = None  # set from max_pdu_bytes (pdu_limit.py)
         self.admission_refusals = AdmissionCounts()
+        self.node_slots: NodeSlots | None = None  # several receiver processes share the limit
+
+    @property
+    def maximum_associations(self) -> int:
+        """pynetdicom's limit, read in the thread of an association it negotiates: with
+        shared slots (receiver_slots.py), the whole node's count decides."""
+        limit = int(AE.maximum_associations.fget(self))  # type: ignore[attr-defined]
+        assoc = threading.current_thread()
+        if self.node_slots is None or not isinstance(assoc, Association) or assoc.is_requestor:
+            return limit
+        return limit if self.node_slots.admit(assoc) else 0
+
+    @maximum_associations.setter
+    def maximum_associations(self, value: int) -> None:
+        AE.maximum_associations.fset(self, value)  # type: ignore[attr-defined]
+
+    def association_ended(self, assoc: Association) -> None:
+        """Called by the association guard as an accepted association's thread ends."""
+        if self.node_slots is not None:
+            self.node_slots.release(assoc)
 
     @property
     def require_calling_aet(self) -> list[str]:
@@ -195,26 +228,17 @@ class NodeAE(AE):
         raise AttributeError("set allowed_callers in the settings instead")
 
 
-def build_ssl_context(tls: TLSSettings) -> ssl.SSLContext:
-    """TLS 1.2 or newer, AEAD ciphers only; client certificates optional or required."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.set_ciphers("ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:!aNULL:!eNULL")
-    context.options |= ssl.OP_NO_COMPRESSION
-    assert tls.cert is not None and tls.key is not None  # checked by TLSSettings
-    context.load_cert_chain(certfile=str(tls.cert), keyfile=str(tls.key))
-    if tls.ca is not None:
-        context.load_verify_locations(cafile=str(tls.ca))
-        context.verify_mode = ssl.CERT_REQUIRED if tls.require_client_cert else ssl.CERT_OPTIONAL
-    else:
-        context.verify_mode = ssl.CERT_NONE
-    return context
-
-
 class Receiver:
     """The SCP: binds, accepts associations and answers C-ECHO and C-STORE."""
 
-    def __init__(self, settings: NodeSettings, store: DurableStore, engine: Engine) -> None:
+    def __init__(
+        self,
+        settings: NodeSettings,
+        store: DurableStore,
+        engine: Engine,
+        slots: NodeSlots | None = None,
+    ) -> None:
+        """``slots``: one of several receiver processes sharing the port and the limit."""
         check_pynetdicom_hooks()  # before any patch: a missing internal stops the start
         install_spooling()
         install_store_request_guard()
@@ -234,6 +258,7 @@ class Receiver:
             max_connections_per_peer=settings.max_connections_per_peer,
         )
         self.ae.maximum_associations = settings.max_associations
+        self.ae.node_slots = slots
         self.ae.maximum_pdu_size = settings.max_pdu_bytes
         self.ae.pdu_receive_limit = receive_limit(settings.max_pdu_bytes)
         self.ae.network_timeout = settings.network_timeout_seconds
@@ -263,7 +288,7 @@ class Receiver:
             (self.settings.bind_address, self.settings.port),
             ssl_context=ssl_context,
             evt_handlers=handlers,
-            server_class=_ThreadedHandshakeServer,
+            server_class=_SharedPortServer if self.ae.node_slots else _ThreadedHandshakeServer,
         )
         self.ae._servers.append(server)  # so that ae.shutdown() finds it, as start_server does
         self._server = server
@@ -314,7 +339,10 @@ class Receiver:
             logger.error("C-STORE arrived without a spool file; chunked receive is not active")
             return StoreStatus.PROCESSING_FAILURE
         try:
-            return self._store_spooled(spool, event, calling_ae)
+            status = self._store_spooled(spool, event, calling_ae)
+            if status == StoreStatus.SUCCESS and self.ae.node_slots is not None:
+                self.ae.node_slots.count_store()
+            return status
         except Exception:
             logger.exception("unexpected error while storing a dataset from %r", calling_ae)
             spool.discard()

@@ -27,6 +27,13 @@ from pynetdicom import _config, dimse_messages
 logger = logging.getLogger(__name__)
 
 
+def spool_prefix(pid: int | None = None) -> str:
+    """The names of a process's spool files start with this: unique names come from
+    ``mkstemp`` (O_EXCL) in any case; the pid lets the node remove the files a receiver
+    process that died left behind, while the other receiver processes go on."""
+    return f"rx-{os.getpid() if pid is None else pid}-"
+
+
 class SpoolFile:
     """Where pynetdicom writes a dataset while it arrives (replaces its NamedTemporaryFile).
 
@@ -36,7 +43,7 @@ class SpoolFile:
     """
 
     def __init__(self, folder: str | None, limit: int | None) -> None:
-        fd, self.name = tempfile.mkstemp(suffix=".dcm", prefix="rx-", dir=folder)
+        fd, self.name = tempfile.mkstemp(suffix=".dcm", prefix=spool_prefix(), dir=folder)
         self._out: IO[bytes] = os.fdopen(fd, "wb", buffering=1024 * 1024)
         self.file = self  # pynetdicom flushes through ``.file``
         self.limit = limit
