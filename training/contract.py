@@ -123,6 +123,12 @@ class Trainer(Generic[C]):
     presets: Presets[C]
     train: Callable[[C], TrainedModel]
 
+    def config(self, preset: str | None, **chosen: Any) -> C:
+        """The config a command line asks for: the named preset (or the defaults, when
+        ``preset`` is None) with every setting in ``chosen`` that is not None on top."""
+        given = {key: value for key, value in chosen.items() if value is not None}
+        return self.config_type(**given) if preset is None else self.presets.build(preset, **given)
+
 
 # -- retraining from the node's archive ----------------------------------------------------
 

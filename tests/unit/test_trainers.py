@@ -105,3 +105,14 @@ def test_presets_build_checks_names_and_settings() -> None:
         presets.build("large")
     with pytest.raises(ValueError, match="unknown settings: colour"):
         presets.build("small", colour="blue")
+
+
+def test_a_trainer_builds_the_config_a_command_line_asks_for() -> None:
+    """The flags not given (None) keep the preset's values, or the defaults without one."""
+    presets = Presets({"small": _Config(size=32, films=10)}, adjust=_drop_films_for_real_data)
+    trainer: Trainer[_Config] = Trainer("demo", _Config, presets, lambda config: None)  # type: ignore[arg-type,return-value]
+    assert trainer.config(None, size=None, seed=3) == _Config(seed=3)
+    assert trainer.config("small", size=None, seed=3) == _Config(size=32, films=10, seed=3)
+    assert trainer.config("small", data_dir=Path("films")).films == 0
+    with pytest.raises(ValueError, match="unknown preset 'large'"):
+        trainer.config("large", seed=3)

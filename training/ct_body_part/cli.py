@@ -145,12 +145,7 @@ def train_command(args: argparse.Namespace, node: NodeContext) -> int:
     import torch
 
     from pipelines.ct_body_part.vgg16_init import default_init_path
-    from training.ct_body_part.train import (
-        CROSS_CHECK_WARNING_PCT,
-        TrainConfig,
-        preset,
-        train_ubr,
-    )
+    from training.ct_body_part.train import CROSS_CHECK_WARNING_PCT, TRAINER, train_ubr
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -179,11 +174,7 @@ def train_command(args: argparse.Namespace, node: NodeContext) -> int:
         "out_dir": args.out or node.model_dir / PIPELINE,
         "progress": not args.no_progress,
     }
-    overrides = {key: value for key, value in chosen.items() if value is not None}
-    if args.preset is None:
-        config = TrainConfig(**overrides)
-    else:
-        config = preset(args.preset, **overrides)
+    config = TRAINER.config(args.preset, **chosen)
     if config.init == "imagenet" and not Path(config.init_path or "").is_file():
         raise ValueError(
             f"the ImageNet VGG16 weights are not at {config.init_path}: run "

@@ -96,7 +96,7 @@ def train_command(args: argparse.Namespace, node: NodeContext) -> int:
     """Train with the flags given (on a preset, if one is named), then register the model."""
     import torch
 
-    from training.hand_orientation.train import TrainConfig, preset, train_orientation
+    from training.hand_orientation.train import TRAINER, train_orientation
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -129,8 +129,7 @@ def train_command(args: argparse.Namespace, node: NodeContext) -> int:
         "version": args.version,
         "out_dir": args.out or node.model_dir / PIPELINE,
     }
-    overrides = {key: value for key, value in chosen.items() if value is not None}
-    config = TrainConfig(**overrides) if args.preset is None else preset(args.preset, **overrides)
+    config = TRAINER.config(args.preset, **chosen)
     if args.imagenet_init and config.architecture != "vgg16":
         raise ValueError("--imagenet-init is the VGG16 init: use it with --arch vgg16")
     trained = train_orientation(config)

@@ -81,7 +81,7 @@ def train_command(args: argparse.Namespace, node: NodeContext) -> int:
     """Train with the flags given (on a preset, if one is named), then register the model."""
     import torch
 
-    from training.mura_abnormality.train import TrainConfig, preset, train_mura
+    from training.mura_abnormality.train import TRAINER, train_mura
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -106,8 +106,7 @@ def train_command(args: argparse.Namespace, node: NodeContext) -> int:
         "out_dir": args.out or node.model_dir / PIPELINE,
         "progress": not args.no_progress,
     }
-    overrides = {key: value for key, value in chosen.items() if value is not None}
-    config = TrainConfig(**overrides) if args.preset is None else preset(args.preset, **overrides)
+    config = TRAINER.config(args.preset, **chosen)
     trained = train_mura(config)
     overall = trained.report.overall
     node.say(
