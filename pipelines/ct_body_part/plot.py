@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from functools import cache
-from pathlib import Path
 
 import matplotlib
 import matplotlib.style
@@ -28,6 +26,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.font_manager import FontProperties
 from matplotlib.ticker import MaxNLocator
+
+from pipelines.fonts import bundled_font_file
 
 #: Fill colours of the zones (pale, told apart easily), by zone name; other names take
 #: ``OTHER_ZONE_COLOURS`` in turn.
@@ -52,16 +52,8 @@ _DPI = 100
 _LEFT, _RIGHT, _BOTTOM, _TOP = 70, 24, 56, 64
 
 
-@cache
-def _font_file() -> str:
-    path = Path(matplotlib.get_data_path(), "fonts", "ttf", "DejaVuSans.ttf")
-    if not path.is_file():  # matplotlib always ships it; a broken install is an error
-        raise FileNotFoundError(f"matplotlib's bundled font {path} is missing")
-    return str(path)
-
-
 def _font(size: float) -> FontProperties:
-    return FontProperties(fname=_font_file(), size=size)
+    return FontProperties(fname=bundled_font_file(), size=size)
 
 
 def _as_vector(values: object, what: str) -> np.ndarray:

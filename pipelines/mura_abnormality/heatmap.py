@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import copy
 import threading
-from functools import cache
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,6 +29,7 @@ import torch.nn.functional as F
 from monai.visualize import GradCAM
 from torch import nn
 
+from pipelines.fonts import bundled_font_file
 from pipelines.mura_abnormality.network import gradcam_layer
 
 #: The strongest opacity of the heat map over the film.
@@ -109,16 +108,6 @@ def heat_peak(heat: np.ndarray, shape: tuple[float, float]) -> tuple[float, floa
     )
 
 
-@cache
-def _font_file() -> str:
-    import matplotlib
-
-    path = Path(matplotlib.get_data_path(), "fonts", "ttf", "DejaVuSans.ttf")
-    if not path.is_file():  # matplotlib always ships it; a broken install is an error
-        raise FileNotFoundError(f"matplotlib's bundled font {path} is missing")
-    return str(path)
-
-
 def _resize(image: np.ndarray, rows: int, columns: int, mode: str) -> np.ndarray:
     tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
     if mode == "area" and (rows > image.shape[0] or columns > image.shape[1]):
@@ -160,7 +149,7 @@ def render_overlay(
     film = (1.0 - alpha) * grey[..., None] + alpha * colours
 
     size = max(12, columns // 48)
-    font = ImageFont.truetype(_font_file(), size)
+    font = ImageFont.truetype(bundled_font_file(), size)
     bar_height = max(8, size // 2)
     pad = max(4, size // 3)
     band = pad + bar_height + pad + (len(lines) + 2) * (size + pad)
