@@ -115,7 +115,8 @@ def _guarded_dul_reactor(self: DULServiceProvider) -> None:
             _abort_and_shut(raw)
         # An association thread still waiting for the negotiation's request stops waiting
         # (it takes None as the end of the wait); one past it sees this thread gone.
-        self.to_user_queue.put(None)
+        # pynetdicom's queue type leaves None out, though its own reader accepts it.
+        self.to_user_queue.put(None)  # type: ignore[arg-type]
 
 
 def _guarded_association_reactor(self: Association) -> None:
