@@ -23,7 +23,6 @@ from dicom_node.http.auth import SESSION_COOKIE, Access, Gate
 from dicom_node.http.health import Readiness
 from dicom_node.http.metrics import NodeCollector
 from dicom_node.http.pages import Pages
-from dicom_node.http.receiver_events import ReceiverEvents
 from dicom_node.ingest.receive import Receiver
 from dicom_node.settings import NodeSettings
 
@@ -40,16 +39,14 @@ def _listening(receiver: Receiver) -> bool:
         return False
 
 
-def build_app(
-    settings: NodeSettings, engine: Engine, receiver: Receiver, events: ReceiverEvents
-) -> Starlette:
+def build_app(settings: NodeSettings, engine: Engine, receiver: Receiver) -> Starlette:
     gate = Gate(settings.http)
     templates = Jinja2Templates(directory=str(TEMPLATES))
     readiness = Readiness(
         engine, settings.storage_dir, settings.min_free_bytes, lambda: _listening(receiver)
     )
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(NodeCollector(engine, receiver, events))
+    registry.register(NodeCollector(engine, receiver))
     pages = Pages(settings, engine, templates)
 
     async def healthz(request: Request) -> Response:

@@ -1,7 +1,8 @@
 """``/metrics``: a Prometheus collector that reads everything at scrape time.
 
-Receiver counters come from the receiver's own objects (``ReceiverEvents`` and
-``NodeAE.admission_refusals``). Everything else comes from the results log: instances and
+Receiver counters come from the receiver's own counts (``NodeAE.counts``,
+``ingest/receiver_counts.py``): the whole node's, every receiver process's when there are
+several. Everything else comes from the results log: instances and
 bytes received, studies, jobs and deliveries by state, the oldest pending delivery, the
 active model per pipeline. Jobs run in worker processes (possibly on other hosts), so
 their durations cannot be observed in this process: the collector reads the jobs that
@@ -43,8 +44,10 @@ from dicom_node.db.models import (
     Result,
     Study,
 )
-from dicom_node.http.receiver_events import ReceiverEvents, is_refusal
 from dicom_node.ingest.receive import Receiver
+
+#: C-STORE answers that stored the instance: success and the storage warnings (PS3.4 B.2.3).
+_WARNING_OR_SUCCESS = (0x0000, 0x0001, 0xB000, 0xB006, 0xB007)
 
 BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
 
@@ -72,10 +75,9 @@ class _Histogram:
 class NodeCollector(Collector):
     """One collector for the whole node; ``collect`` runs at each scrape."""
 
-    def __init__(self, engine: Engine, receiver: Receiver, events: ReceiverEvents) -> None:
+    def __init__(self, engine: Engine, receiver: Receiver) -> None:
         self.engine = engine
         self.receiver = receiver
-        self.events = events
         self._lock = threading.Lock()
         self._seen: tuple[datetime, int] | None = None
         self._durations: dict[tuple[str, str], _Histogram] = {}
@@ -90,9 +92,11 @@ class NodeCollector(Collector):
                 yield from self._histograms()
 
     def _receiver_metrics(self) -> Iterator[Metric]:
-        accepted, rejected, statuses = self.events.snapshot()
+        totals = self.receiver.ae.counts.node_totals()
         yield CounterMetricFamily(
-            "dicom_node_associations_accepted", "Associations the receiver accepted", accepted
+            "dicom_node_associations_accepted",
+            "Associations the receiver accepted",
+            totals.accepted,
         )
         family = CounterMetricFamily(
             "dicom_node_associations_rejected",
@@ -100,15 +104,15 @@ class NodeCollector(Collector):
             "association_rejected: A-ASSOCIATE-RJ, e.g. a calling AE not allowed)",
             labels=["reason"],
         )
-        for reason, count in sorted(self.receiver.ae.admission_refusals.snapshot().items()):
+        for reason, count in sorted(totals.refusals.items()):
             family.add_metric([reason], count)
-        family.add_metric(["association_rejected"], rejected)
+        family.add_metric(["association_rejected"], totals.rejected)
         yield family
         family = CounterMetricFamily(
             "dicom_node_stores_refused", "C-STORE requests refused, by status", labels=["status"]
         )
-        for status, count in sorted(statuses.items()):
-            if is_refusal(status):
+        for status, count in sorted(totals.statuses.items()):
+            if status not in _WARNING_OR_SUCCESS:  # a failure: the instance was not stored
                 family.add_metric([f"0x{status:04X}"], count)
         yield family
 

@@ -11,7 +11,6 @@ import uvicorn
 from sqlalchemy import Engine
 
 from dicom_node.http.app import build_app
-from dicom_node.http.receiver_events import ReceiverEvents
 from dicom_node.ingest.receive import Receiver
 from dicom_node.settings import NodeSettings
 
@@ -26,7 +25,6 @@ class HttpServer:
         self.settings = settings
         self.engine = engine
         self.receiver = receiver
-        self.events = ReceiverEvents()
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._socket: socket.socket | None = None
@@ -39,8 +37,7 @@ class HttpServer:
 
     def start(self) -> None:
         http = self.settings.http
-        self.events.attach(self.receiver)
-        app = build_app(self.settings, self.engine, self.receiver, self.events)
+        app = build_app(self.settings, self.engine, self.receiver)
         family = socket.AF_INET6 if ":" in http.bind_address else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

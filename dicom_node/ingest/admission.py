@@ -12,10 +12,11 @@ costs a thread asleep in ``select``, no CPU), at most
 reads the request as it always does. A connection that closes, stays silent, sends
 something other than a well-formed A-ASSOCIATE-RQ (``request_problem``: structure only),
 or announces a request over ``MAX_REQUEST_BYTES`` is closed at once and never holds a slot; a peer address may hold at
-most ``max_connections_per_peer`` connections waiting here or associated.
+most ``max_connections_per_peer`` connections waiting here or associated (``PeerSlots``;
+in all receiver processes together when there are several).
 
 Each refusal is logged once, with the peer and the reason, and counted by reason
-(``AdmissionCounts``, for the metrics). TLS connections are admitted after their
+(``receiver_counts.py``, for the metrics). TLS connections are admitted after their
 handshake without the peek (an SSL socket cannot peek); the handshake has its own
 deadline.
 """
@@ -29,6 +30,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from typing import Protocol
 
 #: An A-ASSOCIATE-RQ PDU (PS3.8 9.3.2): type 0x01, a reserved byte, a 4-byte length.
 ASSOCIATE_RQ = 0x01
@@ -179,40 +181,53 @@ def request_problem(pdu: bytes) -> str | None:
     return None
 
 
-class AdmissionCounts:
-    """Connections refused before association, by reason (thread-safe)."""
+class SharedPeers(Protocol):
+    """Where several receiver processes count each address's connections together
+    (``receiver_slots.NodeSlots``)."""
 
-    def __init__(self) -> None:
-        self._counts: Counter[str] = Counter()
-        self._lock = threading.Lock()
+    def admit_peer(self, host: str, held_here: int, limit: int) -> bool: ...
 
-    def add(self, reason: str) -> None:
-        with self._lock:
-            self._counts[reason] += 1
-
-    def snapshot(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self._counts)
+    def set_peer(self, host: str, held: int) -> None: ...
 
 
 class PeerSlots:
-    """How many connections each peer address has waiting for admission."""
+    """The connections each peer address holds, from the moment they are accepted
+    (waiting for admission) until their association ends or they are refused.
 
-    def __init__(self) -> None:
-        self._waiting: Counter[str] = Counter()
+    ``enter`` takes a place unless the address would hold more than the limit; ``leave``
+    gives it back, once per connection: the accept path for a connection it refuses or
+    that never became an association, the association's end (``association_ended``) for
+    the others. With ``shared`` (several receiver processes) the limit counts every
+    process's connections, and each change is written there as this process's count."""
+
+    def __init__(self, shared: SharedPeers | None = None) -> None:
+        self.shared = shared
+        self._held: Counter[str] = Counter()
         self._lock = threading.Lock()
 
-    def enter(self, host: str, associated: int, limit: int) -> bool:
-        """Take a waiting slot for ``host`` (which has ``associated`` live associations)
-        unless that makes more than ``limit`` connections; whether it was taken."""
+    def enter(self, host: str, limit: int) -> bool:
+        """Take a place for a new connection from ``host``; whether it was taken."""
         with self._lock:
-            if self._waiting[host] + associated >= limit:
-                return False
-            self._waiting[host] += 1
-            return True
+            held = self._held[host]
+            if self.shared is not None:
+                taken = self.shared.admit_peer(host, held, limit)
+            else:
+                taken = held + 1 <= limit
+            if taken:
+                self._held[host] = held + 1
+            return taken
 
     def leave(self, host: str) -> None:
         with self._lock:
-            self._waiting[host] -= 1
-            if self._waiting[host] <= 0:
-                del self._waiting[host]
+            held = max(self._held[host] - 1, 0)
+            if held:
+                self._held[host] = held
+            else:
+                self._held.pop(host, None)
+            if self.shared is not None:
+                self.shared.set_peer(host, held)
+
+    def snapshot(self) -> dict[str, int]:
+        """The connections each address holds in this process now."""
+        with self._lock:
+            return dict(self._held)

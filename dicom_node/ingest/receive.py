@@ -10,11 +10,8 @@ and pipelines happen elsewhere.
 
 from __future__ import annotations
 
-import gc
 import logging
-import socket
 import threading
-import time
 from enum import IntEnum
 from pathlib import Path
 from typing import Any
@@ -27,17 +24,20 @@ from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy import Engine
 
 from dicom_node.errors import InvalidUID, OutOfResources, UnreadableDataset, UnsafePath
-from dicom_node.ingest.admission import (
-    AdmissionCounts,
-    PeerSlots,
-    Refused,
-    await_association_request,
-)
+from dicom_node.ingest.admission import PeerSlots
 from dicom_node.ingest.association_guard import install_association_guard
 from dicom_node.ingest.index import lookup_instance, read_header
 from dicom_node.ingest.index_writer import IndexWriter
 from dicom_node.ingest.pdu_limit import install_pdu_limit, receive_limit
-from dicom_node.ingest.peer_log import PEER_LINES, install_peer_log_filter
+from dicom_node.ingest.peer_log import install_peer_log_filter
+from dicom_node.ingest.receiver_counts import ReceiverCounts
+from dicom_node.ingest.receiver_server import (
+    PEER_ATTRIBUTE,
+    SHUTDOWN_POLL_SECONDS,
+    SharedPortServer,
+    ThreadedHandshakeServer,
+    connection_opened,
+)
 from dicom_node.ingest.receiver_slots import NodeSlots
 from dicom_node.ingest.receiver_tls import build_ssl_context
 from dicom_node.ingest.spool import SpoolFile, install_spooling
@@ -73,99 +73,11 @@ class EchoStatus(IntEnum):
     SUCCESS = 0x0000
 
 
-# How often the listener checks for shutdown (pynetdicom's default is 0.5 s).
-_SHUTDOWN_POLL_SECONDS = 0.05
-_COLLECT_EVERY_SECONDS = 30.0
-
 # Calling AE titles never contain a backslash, so this entry matches no one.
 _NOBODY = "\\"
 
 
 # -- the application entity ----------------------------------------------------------------
-
-
-class _ThreadedHandshakeServer(ThreadedAssociationServer):
-    """pynetdicom's threaded server, with the TLS handshake in the connection's thread.
-
-    pynetdicom wraps each accepted socket in ``get_request()``, in the one listener
-    thread and without a timeout: a peer that connects and never sends a ClientHello
-    would stop every later association. Here the listener only accepts; the handshake
-    runs in the per-connection thread, bounded by the ACSE timeout. That thread then
-    admits the connection (``admission.py``): within the peer's connection limit, and
-    only once its whole A-ASSOCIATE-RQ has arrived does pynetdicom see it.
-    """
-
-    _last_collection = 0.0
-    #: The listen backlog (socketserver's default is 5): a burst of connections — many
-    #: senders at once, or idle ones held open — must not leave real peers' SYNs dropped
-    #: and retried for seconds. The kernel caps it at net.core.somaxconn.
-    request_queue_size = 1024
-
-    def service_actions(self) -> None:
-        """pynetdicom runs a full ``gc.collect()`` every 60 listener polls to free dead
-        association threads; at our short poll interval that would stall the receiver
-        every few seconds. Collect at most every ``_COLLECT_EVERY_SECONDS`` instead."""
-        now = time.monotonic()
-        if now - self._last_collection >= _COLLECT_EVERY_SECONDS:
-            self._last_collection = now
-            gc.collect()
-        slots = getattr(self.ae, "node_slots", None)
-        if slots is not None:
-            slots.refresh()
-
-    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
-        assert self.socket is not None
-        client_socket, address = self.socket.accept()
-        return client_socket, address
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        ae: NodeAE = self.ae  # type: ignore[assignment]
-        host = str(client_address[0])
-        associated = sum(
-            1 for a in ae.active_associations if a.is_acceptor and a.requestor.address == host
-        )
-        if not ae.peer_slots.enter(host, associated, ae.max_connections_per_peer):
-            self._refuse(request, host, Refused("limit", "too many connections from this address"))
-            return
-        try:
-            if self.ssl_context is not None:
-                try:
-                    request.settimeout(ae.acse_timeout)
-                    request = self.ssl_context.wrap_socket(request, server_side=True)
-                    request.settimeout(None)
-                except (OSError, ValueError) as exc:
-                    self._refuse(request, host, Refused("tls", f"TLS handshake failed: {exc}"))
-                    return
-            else:
-                try:
-                    await_association_request(request, ae.association_request_timeout)
-                except Refused as refused:
-                    self._refuse(request, host, refused)
-                    return
-        finally:
-            ae.peer_slots.leave(host)
-        super().process_request_thread(request, client_address)
-
-    def _refuse(self, request: Any, host: str, refused: Refused) -> None:
-        """Close a connection before it became an association: logged once, counted."""
-        ae: NodeAE = self.ae  # type: ignore[assignment]
-        ae.admission_refusals.add(refused.reason)
-        allowed, dropped = PEER_LINES.allow(host)
-        if allowed:
-            more = f" ({dropped} more line(s) from {host} dropped)" if dropped else ""
-            logger.warning(
-                "connection from %s closed before association: %s%s", host, refused, more
-            )
-        self.shutdown_request(request)
-
-
-class _SharedPortServer(_ThreadedHandshakeServer):
-    """One of several receiver processes listening on the same port (``receiver_pool.py``)."""
-
-    def server_bind(self) -> None:
-        assert self.socket is not None
-        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        super().server_bind()
 
 
 class NodeAE(AE):
@@ -180,17 +92,21 @@ class NodeAE(AE):
         allowed_callers: tuple[AllowedCaller, ...],
         association_request_timeout: float = 5.0,
         max_connections_per_peer: int = 32,
+        node_slots: NodeSlots | None = None,
     ) -> None:
+        """``node_slots``: one of several receiver processes, which share the association
+        and per-peer limits and the counts (``receiver_slots.py``)."""
         super().__init__(ae_title=ae_title)
         self.spool_dir = spool_dir
         self.max_dataset_bytes = max_dataset_bytes
         self.allowed_callers = allowed_callers
         self.association_request_timeout = association_request_timeout
         self.max_connections_per_peer = max_connections_per_peer
-        self.peer_slots = PeerSlots()
+        self.node_slots = node_slots
+        self.peer_slots = PeerSlots(node_slots)
         self.pdu_receive_limit: int | None = None  # set from max_pdu_bytes (pdu_limit.py)
-        self.admission_refusals = AdmissionCounts()
-        self.node_slots: NodeSlots | None = None  # several receiver processes share the limit
+        self.counts = ReceiverCounts(node_slots)
+        self.admission_refusals = self.counts.refusals
 
     @property
     def maximum_associations(self) -> int:
@@ -207,9 +123,11 @@ class NodeAE(AE):
         AE.maximum_associations.fset(self, value)  # type: ignore[attr-defined]
 
     def association_ended(self, assoc: Association) -> None:
-        """Called by the association guard as an accepted association's thread ends."""
+        """Called by the association guard as an accepted association's thread ends: its
+        association slot and its connection's place for its peer address are free."""
         if self.node_slots is not None:
             self.node_slots.release(assoc)
+        self.peer_slots.leave(getattr(assoc, PEER_ATTRIBUTE, None) or assoc.requestor.address)
 
     @property
     def require_calling_aet(self) -> list[str]:
@@ -256,9 +174,9 @@ class Receiver:
             allowed_callers=settings.allowed_callers,
             association_request_timeout=settings.association_request_timeout_seconds,
             max_connections_per_peer=settings.max_connections_per_peer,
+            node_slots=slots,
         )
         self.ae.maximum_associations = settings.max_associations
-        self.ae.node_slots = slots
         self.ae.maximum_pdu_size = settings.max_pdu_bytes
         self.ae.pdu_receive_limit = receive_limit(settings.max_pdu_bytes)
         self.ae.network_timeout = settings.network_timeout_seconds
@@ -280,22 +198,24 @@ class Receiver:
         ssl_context = build_ssl_context(self.settings.tls) if self.settings.tls.enabled else None
         handlers: list[Any] = [
             (evt.EVT_CONN_OPEN, set_tcp_nodelay),
+            (evt.EVT_CONN_OPEN, connection_opened),
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_C_STORE, self._on_store),
             (evt.EVT_REJECTED, self._on_rejected),
+            *self.ae.counts.handlers(),
         ]
         server = self.ae.make_server(
             (self.settings.bind_address, self.settings.port),
             ssl_context=ssl_context,
             evt_handlers=handlers,
-            server_class=_SharedPortServer if self.ae.node_slots else _ThreadedHandshakeServer,
+            server_class=SharedPortServer if self.ae.node_slots else ThreadedHandshakeServer,
         )
         self.ae._servers.append(server)  # so that ae.shutdown() finds it, as start_server does
         self._server = server
         self.index_writer.start()
         self._thread = threading.Thread(
             target=server.serve_forever,
-            kwargs={"poll_interval": _SHUTDOWN_POLL_SECONDS},
+            kwargs={"poll_interval": SHUTDOWN_POLL_SECONDS},
             name="receiver",
             daemon=True,
         )
@@ -339,10 +259,7 @@ class Receiver:
             logger.error("C-STORE arrived without a spool file; chunked receive is not active")
             return StoreStatus.PROCESSING_FAILURE
         try:
-            status = self._store_spooled(spool, event, calling_ae)
-            if status == StoreStatus.SUCCESS and self.ae.node_slots is not None:
-                self.ae.node_slots.count_store()
-            return status
+            return self._store_spooled(spool, event, calling_ae)
         except Exception:
             logger.exception("unexpected error while storing a dataset from %r", calling_ae)
             spool.discard()

@@ -7,8 +7,9 @@ with ``spawn``), each with its own pynetdicom AE, index writer and database engi
 bound to the same address and port with ``SO_REUSEPORT``: the kernel spreads new
 connections over them. They write through the same durable path (spool, fsync, rename,
 index commit, then Success) into the same storage; a spool file's name carries its
-process's pid. ``max_associations`` stays the whole node's limit (``receiver_slots.py``);
-``max_connections_per_peer`` and the admission counters are per process.
+process's pid. ``max_associations`` and ``max_connections_per_peer`` stay the whole
+node's limits, and the receiver's counts for ``/metrics`` cover every process, through
+the receiver table they all map (``receiver_slots.py``, ``receiver_counts.py``).
 
 Stable-study promotion, jobs and deliveries stay in the ``serve`` process (they go
 through the database, which every receiver writes).

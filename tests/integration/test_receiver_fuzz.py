@@ -214,9 +214,9 @@ def leftovers(node: RunningReceiver, baseline_threads: set[str]) -> list[str]:
     """What of the last connection is still alive on the node's side (empty: nothing)."""
     ae = node.receiver.ae
     found = [f"association {a.name}" for a in ae.active_associations]
-    waiting = dict(getattr(ae.peer_slots, "_waiting", {}))
-    if waiting:
-        found.append(f"connections waiting for admission: {waiting}")
+    held = ae.peer_slots.snapshot()
+    if held:
+        found.append(f"connections holding a place for their address: {held}")
     threads = {t.name for t in threading.enumerate() if t.is_alive()} - baseline_threads
     found += [f"thread {name}" for name in sorted(threads)]
     found += [f"spool file {p.name}" for p in node.spool_files()]
