@@ -347,10 +347,20 @@ class Retrainer:
         update_run(self.engine, run_id, pid=os.getpid())
 
 
+#: What a candidate's card says it trained on, as the trainers name it: hand_orientation's
+#: films and samples, ct_body_part's volumes (series) and slices, mura_abnormality's
+#: studies and views (with the labelled ones missing and the unlabelled ones left out).
+TRAINING_COUNTS = (
+    ("films", "samples", "series", "studies", "skipped_films", "upright_check")
+    + ("volumes", "validation_volumes", "slices")
+    + ("views", "train_views", "validation_studies", "abnormal_studies")
+    + ("labelled_studies_missing", "unlabelled_studies_skipped")
+)
+
+
 def _training_counts(card: Any) -> dict[str, Any]:
-    """What the candidate's card says it trained on (the figures trainers share)."""
-    keys = ("films", "samples", "series", "studies", "skipped_films", "upright_check")
-    return {key: card.training_data[key] for key in keys if key in card.training_data}
+    """The counts of ``TRAINING_COUNTS`` that the candidate's card holds."""
+    return {key: card.training_data[key] for key in TRAINING_COUNTS if key in card.training_data}
 
 
 def _describe(exc: BaseException) -> str:

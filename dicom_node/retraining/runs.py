@@ -1,16 +1,26 @@
 """The ``retraining_runs`` rows: one per run, from ``running`` to ``done`` or ``failed``.
 
 A run's ``pid`` is the process working on it now: the training or evaluation process
-while one runs, else the process that started the run. A run left ``running`` whose
-process is gone (the node was killed, the machine rebooted) is set ``failed`` ("process
-died") at the node's start and before any new run; one pipeline has at most one run
-``running`` (a second is refused with ``RunRefused``).
+while one runs, else the process that started the run; ``host`` is the machine that
+process runs on (``socket.gethostname()``). A run left ``running`` whose process is gone
+(the node was killed, the machine rebooted) is set ``failed`` ("process died") at the
+node's start and before any new run; one pipeline has at most one run ``running`` (a
+second is refused with ``RunRefused``), whichever host runs it.
+
+A pid says something only on its own machine, and nodes of several hosts may share one
+PostgreSQL database: a node judges by pid only the runs of its own host (and those
+recorded before the ``host`` column, which have none). A run of another host is left to
+that host, unless it has been ``running`` for more than ``OTHER_HOST_LIMIT`` (48 hours:
+far beyond any preset's training, a paper run on a GPU included, so such a run's host is
+taken to have gone away without reaping it); then it is failed with ``OTHER_HOST_GONE``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +42,7 @@ RUN_FIELDS = (
     "started_at",
     "ended_at",
     "pid",
+    "host",
     "selection",
     "studies",
     "instances",
@@ -44,6 +55,9 @@ RUN_FIELDS = (
     "error",
 )
 PROCESS_DIED = "process died"
+#: How long a run of another host may stay ``running`` before this host fails it.
+OTHER_HOST_LIMIT = timedelta(hours=48)
+OTHER_HOST_GONE = "its host {host} left it running for more than {hours:g} hours"
 
 
 class RunRefused(NodeError):
@@ -68,18 +82,44 @@ def pid_alive(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def reap_dead_runs(engine: Engine) -> list[int]:
-    """Set every ``running`` run whose process is gone ``failed``; their ids."""
+def this_host() -> str:
+    """The name a run's ``host`` records for this machine."""
+    return socket.gethostname()
+
+
+def reap_dead_runs(
+    engine: Engine, *, host: str | None = None, now: datetime | None = None
+) -> list[int]:
+    """Set ``failed`` every ``running`` run of this host (``host``: this machine's name)
+    whose process is gone, and every run of another host older than ``OTHER_HOST_LIMIT``;
+    their ids."""
+    host = this_host() if host is None else host
+    now = utcnow() if now is None else now
     with engine.connect() as conn:
         running = conn.execute(
-            select(RetrainingRun.id, RetrainingRun.pid).where(
-                RetrainingRun.state == RunState.RUNNING.value
-            )
+            select(
+                RetrainingRun.id, RetrainingRun.pid, RetrainingRun.host, RetrainingRun.started_at
+            ).where(RetrainingRun.state == RunState.RUNNING.value)
         ).all()
-    dead = [row.id for row in running if row.pid is None or not pid_alive(row.pid)]
-    for run_id in dead:
-        logger.warning("retraining run %d: its process is gone; set failed", run_id)
-        fail_run(engine, run_id, PROCESS_DIED)
+    dead: list[int] = []
+    for row in running:
+        if row.host is None or row.host == host:
+            if row.pid is not None and pid_alive(row.pid):
+                continue
+            logger.warning("retraining run %d: its process is gone; set failed", row.id)
+            fail_run(engine, row.id, PROCESS_DIED)
+        elif now - row.started_at > OTHER_HOST_LIMIT:
+            hours = OTHER_HOST_LIMIT.total_seconds() / 3600
+            logger.warning(
+                "retraining run %d of host %s: running for more than %g hours; set failed",
+                row.id,
+                row.host,
+                hours,
+            )
+            fail_run(engine, row.id, OTHER_HOST_GONE.format(host=row.host, hours=hours))
+        else:
+            continue
+        dead.append(row.id)
     return dead
 
 
@@ -92,18 +132,21 @@ def start_run(
     selection: dict[str, Any],
     pid: int | None = None,
 ) -> int:
-    """Insert a ``running`` run; ``RunRefused`` when ``pipeline`` has one running already."""
+    """Insert a ``running`` run of this host; ``RunRefused`` when ``pipeline`` has one
+    running already (on any host)."""
     with write_transaction(engine) as conn:
         other = conn.execute(
-            select(RetrainingRun.id, RetrainingRun.started_at, RetrainingRun.pid).where(
+            select(
+                RetrainingRun.id, RetrainingRun.started_at, RetrainingRun.pid, RetrainingRun.host
+            ).where(
                 RetrainingRun.pipeline == pipeline, RetrainingRun.state == RunState.RUNNING.value
             )
         ).first()
         if other is not None:
             raise RunRefused(
                 f"{pipeline} is being retrained already: run {other.id}, started "
-                f"{other.started_at:%Y-%m-%d %H:%M:%S} UTC (process {other.pid}); one run "
-                "per pipeline at a time"
+                f"{other.started_at:%Y-%m-%d %H:%M:%S} UTC (process {other.pid} on "
+                f"{other.host or 'an unrecorded host'}); one run per pipeline at a time"
             )
         run_id = conn.scalar(
             insert(RetrainingRun)
@@ -114,6 +157,7 @@ def start_run(
                 state=RunState.RUNNING.value,
                 started_at=utcnow(),
                 pid=os.getpid() if pid is None else pid,
+                host=this_host(),
                 selection=selection,
             )
             .returning(RetrainingRun.id)

@@ -27,6 +27,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -68,23 +69,24 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
-def index_films(root: Path, count: int, *, askew: int = 0, seed: int = 1000) -> Engine:
-    """``count`` upright hand films (and ``askew`` more at 180°) stored and indexed in the
-    node under ``root`` (``storage``, ``node.sqlite``), as the receiver leaves them."""
-    from training.synthetic.hand_films import write_hand_study
-
+def node_archive(root: Path) -> tuple[Engine, DurableStore]:
+    """A node's database (migrated) and store under ``root`` (``node.sqlite``, ``storage``)."""
     engine = make_engine(f"sqlite:///{root / 'node.sqlite'}")
     migrate.upgrade(engine)
-    store = DurableStore(root / "storage")
-    angles = [90.0] * count + [270.0] * askew
-    for index, angle in enumerate(angles):
-        film = write_hand_study(root / "films", angle_deg=angle, seed=seed + index, scale=0.1)
-        header = read_header(film.path)
+    return engine, DurableStore(root / "storage")
+
+
+def archive_files(engine: Engine, store: DurableStore, paths: Iterable[Path]) -> int:
+    """Store and index DICOM files in the node as the receiver's C-STORE handler does
+    (spooled, placed durably, indexed); how many."""
+    count = 0
+    for path in paths:
+        header = read_header(path)
         relative = store.relative_path_for(
             header.study_uid, header.series_uid, header.sop_instance_uid
         )
         spooled = store.spool_dir / f"{header.sop_instance_uid}.part"
-        shutil.copyfile(film.path, spooled)
+        shutil.copyfile(path, spooled)
         stored = store.place(spooled, relative, overwrite=False)
         index_instance(
             engine,
@@ -93,6 +95,22 @@ def index_films(root: Path, count: int, *, askew: int = 0, seed: int = 1000) -> 
             size_bytes=stored.size_bytes,
             calling_ae_title="TEST_SCU",
         )
+        count += 1
+    return count
+
+
+def index_films(root: Path, count: int, *, askew: int = 0, seed: int = 1000) -> Engine:
+    """``count`` upright hand films (and ``askew`` more at 180°) stored and indexed in the
+    node under ``root`` (``storage``, ``node.sqlite``), as the receiver leaves them."""
+    from training.synthetic.hand_films import write_hand_study
+
+    engine, store = node_archive(root)
+    angles = [90.0] * count + [270.0] * askew
+    films = [
+        write_hand_study(root / "films", angle_deg=angle, seed=seed + index, scale=0.1).path
+        for index, angle in enumerate(angles)
+    ]
+    archive_files(engine, store, films)
     shutil.rmtree(root / "films")
     return engine
 

@@ -220,6 +220,14 @@ def test_each_trainer_says_what_it_needs_to_retrain(tmp_path: Path) -> None:
     assert not ct.sanity(
         {"calibration_cross_check_pct": 97.0}, {"spearman_mean": 0.99}, TrainerInputs()
     )
+    floor = TrainerInputs(labels_file=calibration, options={"min_cross_check_pct": 80})
+    assert not ct.sanity({"calibration_cross_check_pct": 85.0}, {"spearman_mean": 0.99}, floor)
+    assert ct.sanity({"calibration_cross_check_pct": 79.0}, {"spearman_mean": 0.99}, floor) == [
+        "its calibration cross-check 79.0 % is below 80 %"
+    ]
+    too_high = TrainerInputs(labels_file=calibration, options={"min_cross_check_pct": 101})
+    with pytest.raises(ValueError, match=r"min_cross_check_pct must be in \[0, 100\]"):
+        ct.train_arguments(data, too_high)
 
     mura = trainers.retraining_support("mura_abnormality")
     with pytest.raises(ValueError, match="needs a normal/abnormal label per study"):

@@ -7,22 +7,26 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian
-from sqlalchemy import Engine
+from sqlalchemy import Engine, inspect
 
 from dicom_node.ingest.index import InstanceHeader, index_instance
 from dicom_node.retraining import retrieve
 from dicom_node.retraining import runner as runner_module
+from dicom_node.retraining import runs as runs_module
 from dicom_node.retraining.process import ChildFailed, low_priority, run_child
 from dicom_node.retraining.runner import Retrainer, entry_for
 from dicom_node.retraining.runs import (
+    OTHER_HOST_LIMIT,
     PROCESS_DIED,
     RunRefused,
     fail_run,
@@ -85,6 +89,85 @@ def test_a_run_whose_process_died_is_failed_before_the_next(engine: Engine) -> N
     assert (row["state"], row["error"], row["pid"]) == ("failed", PROCESS_DIED, None)
     assert get_run(engine, alive)["state"] == "running"
     _run(engine)  # hand_orientation may run again
+
+
+def test_a_run_records_its_host_and_only_this_hosts_dead_runs_are_reaped(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nodes of several hosts share one database: a pid means something only on its own
+    host, so another host's run with a pid that is dead here is left alone, until it has
+    been running longer than OTHER_HOST_LIMIT."""
+    here = socket.gethostname()
+    mine = _run(engine, pid=_dead_pid())
+    monkeypatch.setattr(runs_module, "this_host", lambda: "node-b.example")
+    theirs = _run(engine, "ct_body_part", pid=_dead_pid())  # as node-b starts it
+    monkeypatch.undo()
+    assert (get_run(engine, mine)["host"], get_run(engine, theirs)["host"]) == (
+        here,
+        "node-b.example",
+    )
+    assert not pid_alive(get_run(engine, theirs)["pid"])  # no such process here
+
+    assert reap_dead_runs(engine) == [mine]
+    assert get_run(engine, mine)["state"] == "failed"
+    assert get_run(engine, theirs)["state"] == "running"  # node-b's to judge
+    with pytest.raises(RunRefused, match="process .* on node-b.example"):
+        _run(engine, "ct_body_part")  # still one run per pipeline, whichever host runs it
+
+    # Seen from node-b, it is node-b's own run with a dead pid.
+    assert reap_dead_runs(engine, host="node-b.example") == [theirs]
+    assert get_run(engine, theirs)["error"] == PROCESS_DIED
+
+
+def test_another_hosts_run_is_failed_only_after_the_generous_limit(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runs_module, "this_host", lambda: "node-b.example")
+    theirs = _run(engine, pid=os.getpid())  # alive here, but that says nothing of node-b
+    monkeypatch.undo()
+    started = get_run(engine, theirs)["started_at"]
+    assert OTHER_HOST_LIMIT >= timedelta(hours=24)
+    just_within = started + OTHER_HOST_LIMIT - timedelta(minutes=1)
+    assert reap_dead_runs(engine, now=just_within) == []
+    assert reap_dead_runs(engine, now=started + OTHER_HOST_LIMIT + timedelta(minutes=1)) == [theirs]
+    row = get_run(engine, theirs)
+    hours = OTHER_HOST_LIMIT.total_seconds() / 3600
+    assert row["state"] == "failed"
+    assert row["error"] == f"its host node-b.example left it running for more than {hours:g} hours"
+
+
+def test_runs_from_before_the_host_column_are_judged_by_their_pid(db_path: Path) -> None:
+    """Revision 0005 adds ``retraining_runs.host`` (NULL for the runs already there, judged
+    by pid wherever the node runs, as before); its downgrade drops it in place."""
+    from dicom_node.db import migrate
+    from dicom_node.db.engine import make_engine
+    from tests.unit.test_db import _alembic, schema_differences
+
+    engine = make_engine(sqlite_url(db_path))
+    try:
+        migrate.upgrade(engine, "0004")
+        with engine.begin() as conn:
+            for run_id, pid in ((1, _dead_pid()), (2, os.getpid())):
+                conn.exec_driver_sql(
+                    "INSERT INTO retraining_runs (id, pipeline, source, trigger, state, "
+                    "started_at, pid, selection) VALUES (?, 'hand_orientation', 'archive', "
+                    "'manual', 'running', '2026-03-01 00:00:00.000000', ?, '{}')",
+                    (run_id, pid),
+                )
+        migrate.upgrade(engine, "0005")
+        assert [get_run(engine, i)["host"] for i in (1, 2)] == [None, None]
+        assert reap_dead_runs(engine, host="any-host") == [1]
+        assert get_run(engine, 2)["state"] == "running"
+
+        _alembic(engine, "downgrade", "0004")
+        columns = {c["name"] for c in inspect(engine).get_columns("retraining_runs")}
+        assert "host" not in columns and "pid" in columns
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT count(*) FROM retraining_runs").scalar() == 2
+        migrate.upgrade(engine)
+        assert schema_differences(engine) == []
+    finally:
+        engine.dispose()
 
 
 def test_an_ended_run_keeps_its_state(engine: Engine) -> None:

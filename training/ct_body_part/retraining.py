@@ -9,10 +9,12 @@ the site's scanners.
 The gate's figure is Spearman's ρ of slice index and score, averaged over the held-out
 series (higher is better; a held-out series of the archive has no zone labels, so the
 three-zone accuracy cannot be measured there). Sanity: the candidate's calibration
-cross-check (its card's ``calibration_cross_check_pct``) is at least 90 % and its mean ρ at
-least ``min_spearman`` (0.9 unless the entry says).
+cross-check (its card's ``calibration_cross_check_pct``) is at least
+``min_cross_check_pct`` (90 % unless the entry says: the figure below which training
+warns that the zones are unreliable) and its mean ρ at least ``min_spearman`` (0.9 unless
+the entry says).
 
-``trainer_options``: ``min_spearman``.
+``trainer_options``: ``min_spearman``, ``min_cross_check_pct``.
 """
 
 from __future__ import annotations
@@ -27,23 +29,32 @@ from training.contract import CannotRetrain, Retraining, RetrainInputs
 DEFAULT_MIN_SPEARMAN = 0.9
 #: ``train.CROSS_CHECK_WARNING_PCT``, kept here so that the node's side imports no torch.
 MIN_CROSS_CHECK_PCT = 90.0
-OPTIONS = ("min_spearman",)
+OPTIONS = ("min_spearman", "min_cross_check_pct")
 
 
-def _min_spearman(inputs: RetrainInputs) -> float:
+def _option(inputs: RetrainInputs, name: str, default: float, low: float, high: float) -> float:
     unknown = sorted(set(inputs.options) - set(OPTIONS))
     if unknown:
         raise CannotRetrain(
             f"ct_body_part has no trainer option {', '.join(unknown)} (known: {', '.join(OPTIONS)})"
         )
-    value = inputs.options.get("min_spearman", DEFAULT_MIN_SPEARMAN)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not -1 <= value <= 1:
-        raise CannotRetrain(f"trainer option min_spearman must be in [-1, 1], not {value!r}")
+    value = inputs.options.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise CannotRetrain(f"trainer option {name} must be in [{low:g}, {high:g}], not {value!r}")
     return float(value)
+
+
+def _min_spearman(inputs: RetrainInputs) -> float:
+    return _option(inputs, "min_spearman", DEFAULT_MIN_SPEARMAN, -1, 1)
+
+
+def _min_cross_check(inputs: RetrainInputs) -> float:
+    return _option(inputs, "min_cross_check_pct", MIN_CROSS_CHECK_PCT, 0, 100)
 
 
 def train_arguments(data_dir: Path, inputs: RetrainInputs) -> list[str]:
     _min_spearman(inputs)
+    _min_cross_check(inputs)
     if inputs.labels_file is None:
         raise CannotRetrain(
             "ct_body_part retrains without labels but calibrates its zones on the site's "
@@ -70,12 +81,11 @@ def sanity(
 ) -> list[str]:
     problems = []
     cross_check = card_metrics.get("calibration_cross_check_pct")
+    lowest = _min_cross_check(inputs)
     if not isinstance(cross_check, int | float):
         problems.append("its card has no calibration cross-check")
-    elif cross_check < MIN_CROSS_CHECK_PCT:
-        problems.append(
-            f"its calibration cross-check {cross_check:.1f} % is below {MIN_CROSS_CHECK_PCT:g} %"
-        )
+    elif cross_check < lowest:
+        problems.append(f"its calibration cross-check {cross_check:.1f} % is below {lowest:g} %")
     rho = evaluation.get("spearman_mean")
     least = _min_spearman(inputs)
     if not isinstance(rho, int | float) or not math.isfinite(rho) or rho < least:
