@@ -25,11 +25,19 @@ from dicom_node import __version__
 from dicom_node.db import migrate
 from dicom_node.db.engine import make_engine
 from dicom_node.db.models import Instance
-from dicom_node.errors import InvalidUID, OutOfResources, UnreadableDataset, UnsafePath
+from dicom_node.errors import (
+    InvalidUID,
+    NodeError,
+    OutOfResources,
+    UnreadableDataset,
+    UnsafePath,
+)
 from dicom_node.ingest.index import index_instance, read_header
 from dicom_node.ingest.receive import Receiver
 from dicom_node.ingest.receiver_pool import ReceiverPool
+from dicom_node.ingest.route_by_image import route_classified_films
 from dicom_node.ingest.stable import promote_stable_studies
+from dicom_node.jobs.ordering import release_waiting_jobs
 from dicom_node.jobs.queue import JobQueue
 from dicom_node.jobs.worker import OutputPlan, Worker
 from dicom_node.output.deliver import Deliverer
@@ -148,6 +156,11 @@ class Node:
 
     def __init__(self, settings: NodeSettings, spawn_worker: WorkerFactory | None = None) -> None:
         self.settings = settings
+        # Only asked for scopes and orders: a built-in's are declared, nothing is imported.
+        self.pipelines = PipelineRegistry(settings.extra_pipelines, settings.pipeline_options)
+        routed = {name for route in settings.routes for name in route.pipelines}
+        if problems := self.pipelines.order_problems(routed):
+            raise NodeError("; ".join(problems))
         self.parts = NodeParts.open(settings)
         # receiver_processes > 1: child receivers on the same port share max_associations.
         self.receivers = ReceiverPool(settings, self.parts.store)
@@ -162,8 +175,6 @@ class Node:
             from dicom_node.http.server import HttpServer
 
             self.http = HttpServer(settings, self.parts.engine, self.receiver)
-        # Only asked for scopes: a built-in's is declared, so nothing is imported here.
-        self.pipelines = PipelineRegistry(settings.extra_pipelines, settings.pipeline_options)
         self._spawn_worker = spawn_worker
         self.workers: list[BaseProcess] = []
         self._lock = threading.Lock()
@@ -214,7 +225,18 @@ class Node:
                 self.settings.routes,
                 self.settings.stable_after_seconds,
                 scope_of=self.pipeline_scope,
+                runs_after=self.pipeline_runs_after,
             )
+            # Films classified first (routes that route by image) whose verdict is in.
+            route_classified_films(
+                self.parts.engine,
+                self.parts.queue,
+                self.settings.routes,
+                scope_of=self.pipeline_scope,
+                runs_after=self.pipeline_runs_after,
+            )
+            # Jobs that run after another pipeline's job on their series, which has ended.
+            release_waiting_jobs(self.parts.engine, self.pipeline_runs_after)
         except OutOfResources as exc:
             logger.warning("stable check postponed: %s", exc)
 
@@ -225,6 +247,14 @@ class Node:
             return self.pipelines.scope(name)
         except PipelineUnavailable:
             return "series"
+
+    def pipeline_runs_after(self, name: str) -> str | None:
+        """The pipeline ``name`` runs after on a series; None for one that cannot be
+        loaded (its job then fails with the reason)."""
+        try:
+            return self.pipelines.runs_after(name)
+        except PipelineUnavailable:
+            return None
 
     def deliver_due(self) -> None:
         try:

@@ -112,6 +112,13 @@ class RouteRule(_Strict):
     series_description: str | None = None
     sop_class_uid: tuple[str, ...] = ()
     destinations: tuple[str, ...] = ()
+    #: Routing by image (``dicom_node/ingest/route_by_image.py``): a film matching the rest
+    #: of the rule whose Body Part Examined is missing, empty or unknown is first classified
+    #: by this pipeline (``xray_triage``), then routed by the type it sees; with
+    #: ``check_headers`` every film is, and ``when_headers_disagree`` picks which one routes.
+    when_headers_unclear: str | None = None
+    check_headers: bool = False
+    when_headers_disagree: Literal["header", "image"] = "header"
 
     @field_validator("pipelines")
     @classmethod

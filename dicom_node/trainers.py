@@ -21,6 +21,8 @@ BUILTIN_TRAINERS: dict[str, str] = {
     "hand_orientation": "training.hand_orientation.cli",
     "ct_body_part": "training.ct_body_part.cli",
     "mura_abnormality": "training.mura_abnormality.cli",
+    "xray_triage": "training.xray_triage.cli",
+    "bone_age": "training.bone_age.cli",
 }
 
 

@@ -18,6 +18,7 @@ from pipelines.contract import (
     SeriesInput,
     StudyInput,
     StudyPipeline,
+    UpstreamResult,
     pipeline_scope,
 )
 from pipelines.registry import PipelineRegistry, PipelineUnavailable
@@ -38,6 +39,7 @@ __all__ = [
     "PresentationTransform",
     "SeriesInput",
     "StudyInput",
+    "UpstreamResult",
     "StudyPipeline",
     "pipeline_scope",
 ]

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import numbers
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
@@ -36,6 +37,23 @@ def _check_uid(value: str | None, what: str) -> None:
 
 
 @dataclass(frozen=True)
+class UpstreamResult:
+    """What the pipeline a pipeline runs after (``runs_after``) made of the same series.
+
+    ``state`` is ``"done"`` (``summary`` and ``derived_files``, the Secondary Capture files
+    it wrote, e.g. the corrected film) or ``"failed"`` (``error`` says why): a pipeline
+    whose predecessor failed runs on the series as received and says so in its result.
+    """
+
+    pipeline: str
+    state: Literal["done", "failed"]
+    model_version: str
+    summary: Mapping[str, object] = field(default_factory=dict)
+    derived_files: tuple[Path, ...] = ()
+    error: str | None = None
+
+
+@dataclass(frozen=True)
 class SeriesInput:
     """One series, as stored by the node, ready for a pipeline."""
 
@@ -45,6 +63,9 @@ class SeriesInput:
     files: tuple[Path, ...]  # Part 10 files, in InstanceNumber order (geometry is the pipeline's)
     model_version: str
     model_dir: Path | None = None  # the active model's folder, when the pipeline has one
+    #: For a pipeline that runs after another (``runs_after``): that one's result on this
+    #: series; None when it was not routed here (the pipeline then runs on ``files``).
+    after: UpstreamResult | None = None
 
 
 #: What a pipeline decides on: one series, or every routed series of a study.

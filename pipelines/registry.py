@@ -10,7 +10,9 @@ satisfy the ``Pipeline`` protocol (``StudyPipeline`` for a study-scoped one).
 needs when a study becomes stable, in the process that receives (where no pipeline, and
 no torch, is loaded): a built-in pipeline's scope is declared in ``BUILTIN_SCOPES``
 beside its import string (checked against the pipeline's own ``scope`` when it loads);
-another pipeline is loaded to ask it.
+another pipeline is loaded to ask it. ``runs_after(name)`` is read the same way
+(``BUILTIN_RUNS_AFTER``): the pipeline whose result on the same series it takes; the node
+orders their jobs, and ``order_problems`` refuses a cycle when the configuration loads.
 """
 
 from __future__ import annotations
@@ -22,16 +24,22 @@ from typing import Any
 
 from pipelines.contract import Pipeline, PipelineScope, pipeline_scope
 
-# The other pipelines (bone_age, xray_triage) are added here as their
+# The other pipelines (bone_age) are added here as their
 # issues land.
 BUILTIN_PIPELINES: dict[str, str] = {
     "hand_orientation": "pipelines.hand_orientation:HandOrientation",
     "ct_body_part": "pipelines.ct_body_part:CtBodyPart",
     "mura_abnormality": "pipelines.mura_abnormality:MuraAbnormality",
+    "xray_triage": "pipelines.xray_triage:XrayTriage",
+    "bone_age": "pipelines.bone_age:BoneAge",
 }
 
 #: Built-in pipelines that decide per study (the others decide per series).
 BUILTIN_SCOPES: dict[str, PipelineScope] = {"mura_abnormality": "study"}
+
+#: Built-in pipelines that run after another on the same series and take its result
+#: (``SeriesInput.after``), e.g. bone age on the film hand_orientation turned upright.
+BUILTIN_RUNS_AFTER: dict[str, str] = {"bone_age": "hand_orientation"}
 
 
 class PipelineUnavailable(LookupError):
@@ -64,6 +72,39 @@ class PipelineRegistry:
         if name in BUILTIN_PIPELINES and self._targets.get(name) == BUILTIN_PIPELINES[name]:
             return BUILTIN_SCOPES.get(name, "series")
         return pipeline_scope(self.get(name))
+
+    def runs_after(self, name: str) -> str | None:
+        """The pipeline ``name`` runs after on the same series (its ``runs_after``), or
+        None; a built-in's is declared in ``BUILTIN_RUNS_AFTER`` (nothing is imported)."""
+        if name in BUILTIN_PIPELINES and self._targets.get(name) == BUILTIN_PIPELINES[name]:
+            return BUILTIN_RUNS_AFTER.get(name)
+        after = getattr(self.get(name), "runs_after", None)
+        return None if after is None else str(after)
+
+    def order_problems(self, names: Iterable[str]) -> list[str]:
+        """Why the order ``runs_after`` asks of ``names`` cannot work: a cycle, or an
+        ordering across scopes (both must decide per series). Empty: every order can be
+        kept (a pipeline that cannot be loaded is ``problems``' business)."""
+        found: list[str] = []
+        for name in sorted(set(names)):
+            try:
+                chain, current = [name], self.runs_after(name)
+                while current is not None:
+                    if current in chain:
+                        cycle = " -> ".join([*chain[chain.index(current) :], current])
+                        found.append(f"pipeline {name!r}: runs_after makes a cycle: {cycle}")
+                        break
+                    if self.scope(current) != "series" or self.scope(chain[-1]) != "series":
+                        found.append(
+                            f"pipeline {chain[-1]!r} runs after {current!r}: both must "
+                            "decide per series"
+                        )
+                        break
+                    chain.append(current)
+                    current = self.runs_after(current)
+            except PipelineUnavailable:
+                continue  # ``problems`` says why it cannot load; its jobs fail with that
+        return found
 
     def problems(self, names: Iterable[str]) -> list[str]:
         """Why each of ``names`` cannot be loaded with its options (empty: all load), as
@@ -126,5 +167,11 @@ class PipelineRegistry:
         if target == BUILTIN_PIPELINES.get(name) and scope != declared:
             raise PipelineUnavailable(
                 f"pipeline {name!r} says its scope is {scope!r}; BUILTIN_SCOPES says {declared!r}"
+            )
+        after = getattr(pipeline, "runs_after", None)
+        if target == BUILTIN_PIPELINES.get(name) and after != BUILTIN_RUNS_AFTER.get(name):
+            raise PipelineUnavailable(
+                f"pipeline {name!r} says it runs after {after!r}; BUILTIN_RUNS_AFTER says "
+                f"{BUILTIN_RUNS_AFTER.get(name)!r}"
             )
         return pipeline

@@ -57,6 +57,9 @@ class DemoCase:
     output_paths: dict[str, list[str]] = field(default_factory=dict)
     delivered: int = 0
     state: str = "waiting"
+    #: Every pipeline with a result for the study (a film routed by image: the classifier
+    #: and what its verdict routed the film to), filled in by the demo.
+    study_pipelines: list[str] = field(default_factory=list)
     #: What the entry's ``finish`` found or wrote (a plot's paths, ...).
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -105,6 +108,10 @@ class DemoEntry(Protocol):
     #: Body Part Examined values the route also requires (empty: any), for entries whose
     #: modalities another entry takes too (hand films and other radiographs).
     body_parts: tuple[str, ...]
+    #: Routes (other entries' ``route``) whose films with an unclear Body Part Examined
+    #: this entry's pipeline classifies first (``when_headers_unclear``); such an entry has
+    #: no route of its own. Empty for the others.
+    classifies_for: tuple[str, ...]
 
     def add_options(self, parser: argparse.ArgumentParser) -> None:
         """Add this entry's ``dicom-node demo`` options (its preset, its data's size)."""

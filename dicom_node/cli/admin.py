@@ -47,8 +47,10 @@ def cmd_config_check(args: argparse.Namespace) -> int:
     from pipelines import PipelineRegistry
 
     named = {name for route in settings.routes for name in route.pipelines}
+    named |= {r.when_headers_unclear for r in settings.routes if r.when_headers_unclear}
     registry = PipelineRegistry(settings.extra_pipelines, settings.pipeline_options)
     problems = registry.problems(sorted(named | set(settings.pipeline_options)))
+    problems += registry.order_problems(named)
     if problems:
         term.console.print(f"[red]{escape(str(args.file))}: {len(problems)} problem(s)[/]")
         for problem in problems:

@@ -19,7 +19,7 @@ def register(sub: Any, parents: Parents) -> None:
     p.set_defaults(func=cmd_studies)
 
     jobs = sub.add_parser("jobs", parents=listing, help="list jobs; `jobs retry ID` re-runs one")
-    jobs.add_argument("--state", choices=["queued", "running", "done", "failed"])
+    jobs.add_argument("--state", choices=["waiting", "queued", "running", "done", "failed"])
     jobs.set_defaults(func=cmd_jobs)
     jobs_sub = jobs.add_subparsers(dest="jobs_command")
     p = jobs_sub.add_parser(

@@ -54,6 +54,7 @@ class RunDecision(enum.StrEnum):
 
 
 class JobState(enum.StrEnum):
+    WAITING = "waiting"  # runs after another pipeline's job on its series, not yet ended
     QUEUED = "queued"
     RUNNING = "running"
     DONE = "done"
@@ -111,6 +112,17 @@ class Series(Base):
     body_part_examined: Mapped[str | None] = mapped_column(String(64))
     series_description: Mapped[str | None] = mapped_column(String(128))
     sop_class_uid: Mapped[str | None] = mapped_column(String(64))
+    #: Routing by image (``dicom_node/ingest/route_by_image.py``): ``TriageState`` while
+    #: and after a film is classified, and the body part routing used; None by header.
+    triage_state: Mapped[str | None] = mapped_column(String(16))
+    routing_body_part: Mapped[str | None] = mapped_column(String(64))
+
+
+class TriageState(enum.StrEnum):
+    PENDING = "pending"  # its triage job is queued or running
+    DONE = "done"  # routed by what the image shows (or the header, where they agree)
+    NOT_XRAY = "not_xray"  # not a radiograph: routed to nothing, recorded
+    FAILED = "failed"  # the triage job failed: routed by the header alone
 
 
 class Instance(Base):
@@ -243,6 +255,8 @@ class RetrainingRun(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime())
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     pid: Mapped[int | None] = mapped_column(Integer)
+    # The machine of ``pid`` (socket.gethostname()); NULL for runs recorded before 0005.
+    host: Mapped[str | None] = mapped_column(String(255))
     selection: Mapped[dict[str, object]] = mapped_column(JSON, default=dict)
     studies: Mapped[int | None] = mapped_column(Integer)
     instances: Mapped[int | None] = mapped_column(Integer)

@@ -45,6 +45,7 @@ class DemoCase(Protocol):
     output_paths: dict[str, list[str]]
     delivered: int
     state: str
+    study_pipelines: list[str]
 
 
 class DemoModel(Protocol):
@@ -67,6 +68,7 @@ class DemoEntry(Protocol):
     route: str
     modalities: tuple[str, ...]
     body_parts: tuple[str, ...]
+    classifies_for: tuple[str, ...]
 
     def add_options(self, parser: argparse.ArgumentParser) -> None: ...
 

@@ -6,9 +6,19 @@ import time
 from collections.abc import Iterable
 
 from rich.console import Console
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Connection, Engine, func, select
 
-from dicom_node.db.models import Delivery, DeliveryState, Job, JobState, Output, Result
+from dicom_node.db.models import (
+    Delivery,
+    DeliveryState,
+    Job,
+    JobState,
+    Output,
+    Result,
+    Series,
+    Study,
+    TriageState,
+)
 from dicom_node.demo.entries import DemoCase
 from dicom_node.errors import NodeError
 
@@ -80,6 +90,37 @@ def refresh(engine: Engine, cases: Iterable[DemoCase]) -> int:
             if counts.get(DeliveryState.PENDING) or not counts:
                 case.state = "delivering"
                 pending += 1
+            elif _study_busy(conn, case.study_instance_uid):
+                # A film routed by image: the jobs its classification led to still run.
+                case.state = "routing"
+                pending += 1
             else:
                 case.state = "delivered"
+            case.study_pipelines = sorted(
+                conn.execute(
+                    select(Result.pipeline)
+                    .distinct()
+                    .where(Result.study_instance_uid == case.study_instance_uid)
+                ).scalars()
+            )
     return pending
+
+
+def _study_busy(conn: Connection, study_instance_uid: str) -> bool:
+    """Whether the study has a film still being classified or a job not yet ended."""
+    in_study = (
+        select(Series.id)
+        .join(Study, Study.id == Series.study_id)
+        .where(Study.study_instance_uid == study_instance_uid)
+    )
+    waiting = conn.scalar(
+        select(func.count(Series.id)).where(
+            Series.id.in_(in_study), Series.triage_state == TriageState.PENDING
+        )
+    )
+    running = conn.scalar(
+        select(func.count(Job.id)).where(
+            Job.series_id.in_(in_study), Job.state.in_((JobState.QUEUED, JobState.RUNNING))
+        )
+    )
+    return bool(waiting or running)

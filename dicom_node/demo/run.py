@@ -49,7 +49,10 @@ def demo_settings(
     workdir: Path, node_port: int, pacs_port: int, entries: Sequence[DemoEntry]
 ) -> NodeSettings:
     """The node's settings for the demo: everything under ``workdir``, short quiet periods;
-    one route per entry, its modalities (and body parts) → its pipeline → the PACS."""
+    one route per entry, its modalities (and body parts) → its pipeline → the PACS; an
+    entry that classifies films (``classifies_for``) has the routes it names send it their
+    films with an unclear Body Part Examined first."""
+    classifier = {route: entry.pipeline for entry in entries for route in entry.classifies_for}
     routes: list[dict[str, Any]] = [
         {
             "name": entry.route,
@@ -57,8 +60,10 @@ def demo_settings(
             "body_part": list(entry.body_parts),
             "pipelines": [entry.pipeline],
             "destinations": ["pacs"],
+            "when_headers_unclear": classifier.get(entry.route),
         }
         for entry in entries
+        if not entry.classifies_for
     ]
     return NodeSettings.model_validate(
         {

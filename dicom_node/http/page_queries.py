@@ -214,6 +214,8 @@ def study_page(engine: Engine, study_uid: str) -> Row | None:
                 "series_instance_uid": s.series_instance_uid,
                 "modality": s.modality,
                 "body_part": s.body_part_examined,
+                "triage_state": s.triage_state,
+                "routing_body_part": s.routing_body_part,
                 "description": s.series_description,
                 "instances": n,
                 "jobs": job_rows.get(s.id, []),

@@ -6,6 +6,11 @@ series routed to it, its anchor the first of them (the lowest series id, i.e. th
 received) and its revision their instance count, so a late view, even in a new series,
 makes one new job for the whole study and a re-check makes none.
 
+A film that a route has classified by image first (``route.triage_rule``: its Body Part
+Examined is unclear, or the route checks every header) gets its classifier's job and waits:
+``route_by_image`` routes it once that job is done, and a study with a film waiting gets
+its study-scoped jobs only then, so a late-classified view joins its study's job.
+
 A study retrieved from the PACS for retraining (purpose ``training``,
 ``dicom_node/retraining/retrieve.py``) is marked stable like any other, but never routed: it
 gets no jobs.
@@ -15,17 +20,25 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select, update
 
 from dicom_node.clock import utcnow
 from dicom_node.db.engine import write_transaction
-from dicom_node.db.models import Instance, Series, Study, StudyPurpose, StudyState
+from dicom_node.db.models import Instance, Series, Study, StudyPurpose, StudyState, TriageState
 from dicom_node.ingest.index import count_instances
-from dicom_node.ingest.route import RouteMatch, SeriesHeader, route_series
+from dicom_node.ingest.route import (
+    RouteMatch,
+    SeriesHeader,
+    route_series,
+    triage_rule,
+    waits_for_triage,
+)
 from dicom_node.jobs.model_registry import active_model_version
+from dicom_node.jobs.ordering import RunsAfter, no_ordering, predecessor_ended
 from dicom_node.jobs.queue import JobKey, JobQueue
 from dicom_node.settings import RouteRule
 
@@ -35,7 +48,7 @@ logger = logging.getLogger(__name__)
 ScopeOf = Callable[[str], str]
 
 
-def _every_pipeline_per_series(_pipeline: str) -> str:
+def every_pipeline_per_series(_pipeline: str) -> str:
     return "series"
 
 
@@ -54,7 +67,8 @@ def promote_stable_studies(
     routes: tuple[RouteRule, ...],
     quiet_seconds: float,
     now: datetime | None = None,
-    scope_of: ScopeOf = _every_pipeline_per_series,
+    scope_of: ScopeOf = every_pipeline_per_series,
+    runs_after: RunsAfter = no_ordering,
 ) -> StableReport:
     """Mark every study quiet for ``quiet_seconds`` stable and create its jobs.
 
@@ -100,7 +114,7 @@ def promote_stable_studies(
             if training:
                 series_count, instance_count = _counts(conn, study_id)
             else:
-                created, unrouted = _create_jobs(conn, queue, routes, study_id, scope_of)
+                created, unrouted = create_jobs(conn, queue, routes, study_id, scope_of, runs_after)
         report.studies.append(study.study_instance_uid)
         if training:
             report.training_studies.append(study.study_instance_uid)
@@ -133,13 +147,19 @@ def _counts(conn: Connection, study_id: int) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
-def _create_jobs(
+def create_jobs(
     conn: Connection,
     queue: JobQueue,
     routes: tuple[RouteRule, ...],
     study_id: int,
     scope_of: ScopeOf,
+    runs_after: RunsAfter = no_ordering,
 ) -> tuple[int, int]:
+    """Queue the jobs a study's series are routed to; (jobs created, series unrouted).
+
+    Idempotent: a job already queued for the same input is not queued again, so this runs
+    again safely when a classified film's route is known (``route_by_image``).
+    """
     created = unrouted = 0
     series_rows = conn.execute(
         select(
@@ -149,29 +169,55 @@ def _create_jobs(
             Series.body_part_examined,
             Series.series_description,
             Series.sop_class_uid,
+            Series.triage_state,
+            Series.routing_body_part,
         )
         .where(Series.study_id == study_id)
         .order_by(Series.id)
     ).all()
     # Study-scoped pipelines: pipeline -> (its first route match, [(series id, count)]).
     per_study: dict[str, tuple[RouteMatch, list[tuple[int, int]]]] = {}
+    waiting = 0  # films of the study waiting for their classification
     for row in series_rows:
         header = SeriesHeader(
             row.modality, row.body_part_examined, row.series_description, row.sop_class_uid
         )
+        revision = count_instances(conn, row.id)
+        state, routing = row.triage_state, row.routing_body_part
+        rule = triage_rule(routes, header) if state is None else None
+        if rule is not None:
+            if not waits_for_triage(rule, header):
+                routing = row.body_part_examined  # routes now; classifying only checks it
+            created += _queue_triage(conn, queue, rule, row, routing, revision)
+            state = TriageState.PENDING
+        if state == TriageState.PENDING and routing is None:
+            waiting += 1
+            continue
+        if state == TriageState.NOT_XRAY:
+            unrouted += 1
+            continue
+        if state is not None and routing is not None:
+            header = replace(header, body_part_examined=routing)
         matches = route_series(routes, header)
         if not matches:
             unrouted += 1
             continue
-        revision = count_instances(conn, row.id)
-        for match in matches:
+        routed = {match.pipeline for match in matches}
+        for match in sorted(matches, key=lambda m: _depth(m.pipeline, runs_after)):
             if scope_of(match.pipeline) == "study":
                 per_study.setdefault(match.pipeline, (match, []))[1].append((row.id, revision))
                 continue
             key = JobKey(
                 row.id, match.pipeline, active_model_version(conn, match.pipeline), revision
             )
-            if queue.enqueue_in(conn, key, route=match.route):
+            # A pipeline that runs after another routed here waits for that one's job.
+            after = runs_after(match.pipeline)
+            waiting = (
+                after is not None
+                and after in routed
+                and not predecessor_ended(conn, row.id, after, revision)
+            )
+            if queue.enqueue_in(conn, key, route=match.route, waiting=waiting):
                 created += 1
                 logger.info(
                     "job queued: series %s -> %s (route %s)",
@@ -179,6 +225,14 @@ def _create_jobs(
                     match.pipeline,
                     match.route,
                 )
+    if waiting:
+        if per_study:
+            logger.info(
+                "study-scoped job(s) of %s wait for %d film(s) being classified",
+                ", ".join(per_study),
+                waiting,
+            )
+        return created, unrouted
     for pipeline, (match, inputs) in per_study.items():
         series_ids = tuple(series_id for series_id, _count in inputs)
         key = JobKey(
@@ -198,3 +252,39 @@ def _create_jobs(
                 match.route,
             )
     return created, unrouted
+
+
+def _depth(pipeline: str, runs_after: RunsAfter) -> int:
+    """How many pipelines run before ``pipeline`` on a series: predecessors queue first."""
+    seen = [pipeline]
+    while (after := runs_after(seen[-1])) is not None and after not in seen:
+        seen.append(after)
+    return len(seen) - 1
+
+
+def _queue_triage(
+    conn: Connection,
+    queue: JobQueue,
+    rule: RouteRule,
+    row: Any,
+    routing: str | None,
+    revision: int,
+) -> int:
+    """Queue the classifier's job for a film routed by image and mark the series pending
+    (with the body part it routes by now, when the header does not wait for the image)."""
+    conn.execute(
+        update(Series)
+        .where(Series.id == row.id)
+        .values(triage_state=TriageState.PENDING, routing_body_part=routing)
+    )
+    classifier = rule.when_headers_unclear
+    assert classifier is not None  # triage_rule returns only rules that name one
+    key = JobKey(row.id, classifier, active_model_version(conn, classifier), revision)
+    queued = queue.enqueue_in(conn, key, route=rule.name)
+    logger.info(
+        "job queued: series %s -> %s first (route %s routes by image)",
+        row.series_instance_uid,
+        classifier,
+        rule.name,
+    )
+    return int(queued)

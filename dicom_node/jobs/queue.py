@@ -79,8 +79,11 @@ class JobQueue:
         with write_transaction(self.engine) as conn:
             return self.enqueue_in(conn, key, route=route)
 
-    def enqueue_in(self, conn: Connection, key: JobKey, *, route: str | None = None) -> bool:
-        """``enqueue`` inside the caller's transaction."""
+    def enqueue_in(
+        self, conn: Connection, key: JobKey, *, route: str | None = None, waiting: bool = False
+    ) -> bool:
+        """``enqueue`` inside the caller's transaction; a ``waiting`` job is not claimed
+        until ``jobs.ordering`` releases it (the job it runs after has ended)."""
         now = utcnow()
         values = dict(
             series_id=key.series_id,
@@ -90,7 +93,7 @@ class JobQueue:
             route=route,
             scope=key.scope,
             input_series=list(key.input_series) if key.scope == "study" else None,
-            state=JobState.QUEUED,
+            state=JobState.WAITING if waiting else JobState.QUEUED,
             attempts=0,
             max_attempts=self.settings.max_attempts,
             run_after=now,

@@ -26,6 +26,7 @@ from dicom_node.db.engine import write_transaction
 from dicom_node.db.models import Instance, Measurement, Output, Result, Series, Study
 from dicom_node.errors import Retry
 from dicom_node.jobs.model_registry import resolve_model
+from dicom_node.jobs.ordering import upstream_result
 from dicom_node.jobs.queue import ClaimedJob, JobQueue, LeaseLost
 from dicom_node.output.deliver import schedule_delivery_in
 from dicom_node.output.encode import (
@@ -226,7 +227,13 @@ class Worker:
             version = job.model_version if model is None else model.version
             folder = None if model is None else model.folder
             if job.scope != "study":
-                return self._series_input(conn, job.series_id, version, folder)
+                series_input = self._series_input(conn, job.series_id, version, folder)
+                after = self.registry.runs_after(job.pipeline)
+                if after is None:
+                    return series_input
+                outputs_dir = Path() if self.outputs is None else self.outputs.outputs_dir
+                upstream = upstream_result(conn, job.id, after, outputs_dir)
+                return dataclasses.replace(series_input, after=upstream)
             series = tuple(
                 self._series_input(conn, series_id, version, folder)
                 for series_id in job.input_series

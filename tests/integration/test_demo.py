@@ -39,7 +39,7 @@ def demo(workdir: Path, *args: str) -> tuple[dict[str, object], str]:
         [sys.executable, "-m", "dicom_node", "demo", "--workdir", str(workdir), "--preset",
          "smoke", "--studies", "3", "--film-scale", "0.1", "--timeout", "240",
          "--ct-slices", str(CT_SLICES), "--ct-size", "128", "--ct-preset", "smoke",
-         "--mura-preset", "smoke", *args],
+         "--mura-preset", "smoke", "--triage-preset", "smoke", *args],
         capture_output=True, text=True, timeout=720, cwd=REPO, env=env, check=False,
     )  # fmt: skip
     assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
@@ -73,6 +73,7 @@ def test_demo_trains_a_model_and_brings_every_study_back(tmp_path: Path) -> None
     assert sum(errors) / len(errors) < 45.0, studies
     first_mura = check_mura(first, tmp_path / "demo")
     assert first_mura["trained"] is True
+    assert check_triage(first)["trained"] is True
 
     second, _ = demo(tmp_path / "demo", "--orthanc")
     assert second["trained"] is False and second["model_version"] == first["model_version"]
@@ -119,6 +120,35 @@ def test_the_first_run_takes_the_shipped_models_and_gets_the_ct_right(tmp_path: 
     mura = check_mura(report, tmp_path / "demo")
     assert mura["trained"] is False and mura["model_version"] == shipped["mura_abnormality"]
     assert [study["correct"] for study in mura["studies"]] == [True, True], mura["studies"]
+    # The films with no or an empty header go where their image says.
+    triage = check_triage(report)
+    assert triage["trained"] is False and triage["model_version"] == shipped["xray_triage"]
+    assert [film["correct"] for film in triage["films"]] == [True, True, True], triage["films"]
+
+
+#: Where the demo's routes send a film of each X-ray type (the others: no route).
+DEMO_ROUTE_OF_TYPE = {
+    "hand": "hand_orientation",
+    **{
+        region: "mura_abnormality"
+        for region in ("elbow", "forearm", "shoulder", "humerus", "wrist", "finger")
+    },
+}
+
+
+def check_triage(report: dict[str, object]) -> dict[str, Any]:
+    """The report's routing-by-image part: three films with no or an empty header, each
+    classified and then routed exactly where its classifier's verdict leads (a trained-for-
+    seconds model may see the wrong type; the routing must follow what it saw)."""
+    triage = report["triage"]
+    assert isinstance(triage, dict), report
+    films = triage["films"]
+    assert [f["truth"]["film"] for f in films] == ["hand", "elbow", "photo"], films
+    for film in films:
+        assert film["state"] == "delivered", film
+        verdict = DEMO_ROUTE_OF_TYPE.get(film["xray_type"]) if film["is_xray"] else None
+        assert film["routed_to"] == ([] if verdict is None else [verdict]), film
+    return triage
 
 
 def check_mura(report: dict[str, object], workdir: Path) -> dict[str, Any]:

@@ -77,6 +77,99 @@ class StudyStats:
         )
 
 
+class TurnUpright:
+    """Stands in for a pipeline whose corrected film another takes (``runs_after``): it
+    writes the first film turned by 90° as an SC, or fails for good when the series
+    description says ``fail``."""
+
+    name = "turn_upright"
+
+    def run(self, series: SeriesInput) -> PipelineResult:
+        from pipelines.errors import PipelineInputError
+
+        ds = pydicom.dcmread(series.files[0])
+        if "fail" in str(ds.get("SeriesDescription", "")):
+            raise PipelineInputError("no hand found on the film")
+        turned = np.rot90(ds.pixel_array).astype(np.uint16)
+        return PipelineResult(
+            pipeline=self.name,
+            model_version=series.model_version,
+            summary={"rotation_deg": 90},
+            derived_images=(
+                DerivedImage(turned, "grayscale", "corrected film", str(ds.SOPInstanceUID)),
+            ),
+        )
+
+
+class AfterUpright:
+    """Runs after ``turn_upright`` and says what it was given: the corrected film's shape
+    (read from the SC file it received), or why it ran on the film as received."""
+
+    name = "after_upright"
+    runs_after = "turn_upright"
+
+    def run(self, series: SeriesInput) -> PipelineResult:
+        after = series.after
+        summary: dict[str, object] = {"upstream": None if after is None else after.state}
+        if after is not None and after.state == "done":
+            film = pydicom.dcmread(after.derived_files[0]).pixel_array
+            summary["film_shape"] = list(film.shape)
+            summary["upstream_summary"] = dict(after.summary)
+        else:
+            summary["film_shape"] = list(pydicom.dcmread(series.files[0]).pixel_array.shape)
+            summary["upstream_error"] = None if after is None else after.error
+        return PipelineResult(
+            pipeline=self.name, model_version=series.model_version, summary=summary
+        )
+
+
+class Ouroboros:
+    """Runs after itself: a configuration the node must refuse."""
+
+    name = "ouroboros"
+    runs_after = "ouroboros"
+
+    def run(self, series: SeriesInput) -> PipelineResult:  # never run
+        raise AssertionError("a cycle must be refused before any job")
+
+
+class ScriptedTriage:
+    """Stands in for ``xray_triage`` where the routing is under test: it "sees" what the
+    film's SeriesDescription says after ``sees:`` (a Body Part Examined value, or
+    ``not_xray``; ``fail`` makes the film unreadable), and answers with the real
+    pipeline's summary keys, comparing with the header as the real one does."""
+
+    name = "xray_triage"
+
+    def run(self, series: SeriesInput) -> PipelineResult:
+        from pipelines.errors import PipelineInputError
+        from pipelines.xray_triage.body_parts import SUMMARY, type_named_by_header
+
+        ds = pydicom.dcmread(series.files[0], stop_before_pixels=True)
+        seen = str(ds.get("SeriesDescription", "")).partition("sees:")[2].strip()
+        if seen == "fail":
+            raise PipelineInputError("no film of this series could be decoded")
+        header = ds.get("BodyPartExamined")
+        header_type = type_named_by_header(header)
+        is_xray = seen != "not_xray"
+        seen_type = type_named_by_header(seen) if is_xray else None
+        summary = {
+            SUMMARY.is_xray: is_xray,
+            SUMMARY.xray_probability: 0.99 if is_xray else 0.02,
+            SUMMARY.xray_type: seen_type,
+            SUMMARY.body_part_examined: seen if is_xray else None,
+            SUMMARY.type_probability: 0.97 if is_xray else 0.0,
+            SUMMARY.header_body_part: None if header is None else str(header),
+            SUMMARY.header_type: header_type,
+            SUMMARY.header_disagrees: bool(
+                is_xray and header_type is not None and header_type != seen_type
+            ),
+        }
+        return PipelineResult(
+            pipeline=self.name, model_version=series.model_version, summary=summary
+        )
+
+
 def demo_result(
     headers: list[pydicom.Dataset], model_version: str, *, pipeline: str = "reporting_demo"
 ) -> PipelineResult:

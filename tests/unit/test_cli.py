@@ -432,7 +432,7 @@ def test_db_upgrade_then_query(tmp_path: Path, capsys: pytest.CaptureFixture[str
     config = str(write_config(tmp_path, "fresh.sqlite"))
     code, out, _ = run(capsys, "db", "upgrade", "--config", config)
     assert code == 0
-    assert "database at revision 0004" in out
+    assert "database at revision 0006" in out
     assert (tmp_path / "fresh.sqlite").is_file()
     assert run_json(capsys, "studies", "--config", config) == []
 

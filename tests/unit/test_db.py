@@ -25,7 +25,7 @@ def schema_differences(engine: Engine) -> list[object]:
 
 
 def test_migrations_reach_head(engine: Engine) -> None:
-    assert migrate.current_revision(engine) == migrate.head_revision(engine) == "0004"
+    assert migrate.current_revision(engine) == migrate.head_revision(engine) == "0006"
 
 
 def test_migrated_schema_equals_the_models(engine: Engine) -> None:
@@ -46,7 +46,7 @@ def test_schema_comparison_notices_a_difference(engine: Engine) -> None:
 
 def test_upgrade_twice_is_harmless(engine: Engine) -> None:
     migrate.upgrade(engine)
-    assert migrate.current_revision(engine) == "0004"
+    assert migrate.current_revision(engine) == "0006"
 
 
 def test_fresh_database_has_no_revision(tmp_path: Path) -> None:
@@ -124,7 +124,7 @@ def test_0002_adds_frame_number_and_keeps_the_measurements_already_logged(
         assert len(before) == 2
 
         migrate.upgrade(engine)
-        assert migrate.current_revision(engine) == "0004"
+        assert migrate.current_revision(engine) == "0006"
         assert _measurement_rows(engine) == before
         with engine.connect() as conn:
             frames = conn.exec_driver_sql("SELECT frame_number FROM measurements").all()
@@ -305,5 +305,41 @@ def test_0004_makes_old_studies_clinical_and_its_downgrade_keeps_the_log(db_path
         assert "purpose" not in {c["name"] for c in inspect(engine).get_columns("studies")}
         with engine.connect() as conn:
             assert conn.exec_driver_sql("SELECT count(*) FROM series").scalar_one() == 1
+    finally:
+        engine.dispose()
+
+
+def test_0006_leaves_old_series_routed_by_header_and_its_downgrade_keeps_the_log(
+    db_path: Path,
+) -> None:
+    """Series from before 0006 have no triage state (routed by their header, as before);
+    downgrading drops the two columns in place and keeps every row."""
+    engine = make_engine(sqlite_url(db_path))
+    try:
+        migrate.upgrade(engine, "0005")
+        with engine.begin() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO studies (study_instance_uid, state, first_received_at, "
+                "last_received_at, times_reopened) VALUES "
+                "('1.2.3', 'stable', '2026-03-01 00:00:00.000000', "
+                "'2026-03-01 00:00:00.000000', 0)"
+            )
+            conn.exec_driver_sql(
+                "INSERT INTO series (study_id, series_instance_uid, modality, "
+                "body_part_examined) VALUES (1, '1.2.3.4', 'CR', 'HAND')"
+            )
+        migrate.upgrade(engine)
+        with engine.connect() as conn:
+            row = conn.exec_driver_sql(
+                "SELECT body_part_examined, triage_state, routing_body_part FROM series"
+            ).one()
+        assert tuple(row) == ("HAND", None, None)
+
+        _alembic(engine, "downgrade", "0005")
+        assert migrate.current_revision(engine) == "0005"
+        with engine.connect() as conn:
+            columns = {c["name"] for c in inspect(engine).get_columns("series")}
+            count = conn.exec_driver_sql("SELECT count(*) FROM series").scalar()
+        assert "triage_state" not in columns and count == 1
     finally:
         engine.dispose()

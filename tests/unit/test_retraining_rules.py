@@ -168,7 +168,7 @@ def test_a_bad_retraining_entry_is_refused_clearly(
 
 def test_an_entry_names_a_trainer_once(tmp_path: Path) -> None:
     path = tmp_path / "node.toml"
-    path.write_text('[[retraining]]\npipeline = "bone_age"\n')
+    path.write_text('[[retraining]]\npipeline = "chest_xray14"\n')
     with pytest.raises(SettingsError, match="no trainer of that name"):
         load_settings(path)
     path.write_text('[[retraining]]\npipeline = "ct_body_part"\n' * 2)

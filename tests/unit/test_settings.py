@@ -358,13 +358,15 @@ def test_config_check_prints_problems_literally(
 def test_config_check_builds_the_pipelines_the_routes_name(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    text = VALID.replace('pipelines = ["ct_body_part"]', 'pipelines = ["ct_body_part", "bone_age"]')
+    text = VALID.replace(
+        'pipelines = ["ct_body_part"]', 'pipelines = ["ct_body_part", "chest_xray14"]'
+    )
     text += "\n[pipeline_options.ct_body_part]\nmax_scored_slice = 50\n"  # a typo
     path = write_config(tmp_path, text)
     assert cli.main(["config", "check", str(path)]) == 1
     lines = capsys.readouterr().err.splitlines()
     assert lines[0] == f"{path}: 2 problem(s)"
-    assert "no pipeline named 'bone_age'" in lines[1]
+    assert "no pipeline named 'chest_xray14'" in lines[1]
     assert "pipeline 'ct_body_part': options ['max_scored_slice'] are not accepted" in lines[2]
 
 
@@ -429,3 +431,26 @@ def test_association_timeouts_are_settings(tmp_path: Path) -> None:
     ) == (5, 7, 9)
     with pytest.raises(SettingsError, match="acse_timeout_seconds"):
         load_settings(None, acse_timeout_seconds=0)
+
+
+@pytest.mark.usefixtures("wide_consoles")
+def test_config_check_routing_by_image(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A route that classifies unclear films names a pipeline the check loads too; the
+    choice between header and image is one of two words."""
+    route = (
+        '\n[[routes]]\nname = "hand"\nmodality = ["CR", "DX"]\nbody_part = ["HAND"]\n'
+        'pipelines = ["hand_orientation"]\nwhen_headers_unclear = "{classifier}"\n'
+        'check_headers = true\nwhen_headers_disagree = "{follow}"\n'
+    )
+    good = write_config(tmp_path, VALID + route.format(classifier="xray_triage", follow="image"))
+    assert cli.main(["config", "check", str(good)]) == 0
+    assert load_settings(good).routes[-1].when_headers_disagree == "image"
+    capsys.readouterr()
+
+    unknown = write_config(tmp_path, VALID + route.format(classifier="xray_sorter", follow="image"))
+    assert cli.main(["config", "check", str(unknown)]) == 1
+    assert "xray_sorter" in capsys.readouterr().err
+
+    bad = write_config(tmp_path, VALID + route.format(classifier="xray_triage", follow="both"))
+    assert cli.main(["config", "check", str(bad)]) == 1
+    assert "when_headers_disagree" in capsys.readouterr().err

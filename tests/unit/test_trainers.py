@@ -50,8 +50,8 @@ def test_the_command_line_is_built_without_torch() -> None:
 
 
 def test_an_unknown_trainer_is_named() -> None:
-    with pytest.raises(trainers.TrainerUnavailable, match="no trainer for pipeline 'bone_age'"):
-        trainers.trainer_module("bone_age")
+    with pytest.raises(trainers.TrainerUnavailable, match="no trainer for pipeline 'chest_xray14'"):
+        trainers.trainer_module("chest_xray14")
 
 
 def test_a_broken_trainer_fails_its_own_command_only(

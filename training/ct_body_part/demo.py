@@ -53,6 +53,7 @@ class CtBodyPartDemo:
     route = "ct"
     modalities: tuple[str, ...] = ("CT",)
     body_parts: tuple[str, ...] = ()
+    classifies_for: tuple[str, ...] = ()
 
     def add_options(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument(

@@ -47,6 +47,7 @@ class HandOrientationDemo:
     route = "hands"
     modalities: tuple[str, ...] = ("DX", "CR")
     body_parts: tuple[str, ...] = ("HAND",)  # other radiographs go to mura_abnormality
+    classifies_for: tuple[str, ...] = ()
 
     def add_options(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--studies", type=int, default=4)

@@ -50,6 +50,7 @@ class MuraAbnormalityDemo:
     route = "msk"
     modalities: tuple[str, ...] = ("DX", "CR")
     body_parts: tuple[str, ...] = tuple(region.upper() for region in REGIONS)
+    classifies_for: tuple[str, ...] = ()
 
     def add_options(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
