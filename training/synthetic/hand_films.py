@@ -32,6 +32,12 @@ effect, shutter, noise, quantisation) runs in row bands on threads. About 0.15 s
 3001 × 3001 and 10 ms for 256 × 256 on two cores; the tuned geometry of the last 64
 draws is cached, so a sweep of angles with one seed is cheaper still.
 
+Children: ``render_hand_film(maturity=SkeletalMaturity(...))`` draws the same hand as a
+child's (``training.synthetic.paediatric_hands`` says which maturity an age shows): the
+whole hand scaled by its growth, carpal bones ossified in part or not at all, and the
+long bones split into shaft, growth-plate gap and epiphysis (``Epiphysis``), fading into
+the whole adult bone as they fuse. Without ``maturity`` nothing changes.
+
 Laterality: films are PA, displayed as seen from the X-ray tube (the back of the hand),
 so in an upright film a right hand has its thumb on the left and a left hand on the right.
 
@@ -74,8 +80,10 @@ __all__ = [
     "DETECTOR_PIXEL_SPACING_MM",
     "DETECTOR_SIZES",
     "SYNTHETIC_UID_ROOT",
+    "Epiphysis",
     "HandFilm",
     "RenderedHand",
+    "SkeletalMaturity",
     "hand_axis_angle",
     "render_hand",
     "render_hand_film",
@@ -465,6 +473,105 @@ def _render_signal(
     return tissue
 
 
+# -- skeletal maturity (optional: a child's hand) ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class Epiphysis:
+    """The state of one group of growth plates (e.g. all proximal phalanges).
+
+    ``size``: the ossified epiphysis relative to the adult end of the bone: 0 not yet
+    ossified, 1 as wide as the metaphysis, up to about 1.15 when it caps it. ``gap_mm``:
+    the radiolucent growth plate (physis) between metaphysis and epiphysis, in mm of the
+    adult-sized hand frame (scaled with the hand like every other length); 0 once it
+    closes. ``fusion``: 0 open, 1 fused (the bone drawn whole, as an adult's).
+    """
+
+    size: float
+    gap_mm: float
+    fusion: float
+
+
+@dataclass(frozen=True)
+class SkeletalMaturity:
+    """What a child's hand shows, for ``render_hand_film(maturity=...)``.
+
+    ``growth``: linear size of the whole hand relative to the adult hand the draws
+    describe. ``carpals``: the eight carpal bones' ossified size (0 absent, 1 adult), in
+    the order scaphoid, lunate, triquetrum, pisiform, trapezium, trapezoid, capitate,
+    hamate. ``sesamoids``: the thumb's sesamoids (they ossify at puberty). The
+    ``Epiphysis`` groups: the phalanges (distal, middle, proximal) and the thumb's
+    metacarpal have theirs at the base, the other metacarpals at the head, radius and
+    ulna at the wrist (the ulnar styloid follows the ulna's). ``bone_contrast`` scales
+    the bones' signal (a child's film is taken at a lower kV: small bones show more
+    contrast than their thickness alone would give).
+    """
+
+    growth: float
+    carpals: tuple[float, float, float, float, float, float, float, float]
+    sesamoids: float
+    distal: Epiphysis
+    middle: Epiphysis
+    proximal: Epiphysis
+    metacarpal: Epiphysis
+    radius: Epiphysis
+    ulna: Epiphysis
+    bone_contrast: float = 1.0
+
+
+_EPIPHYSIS_LENGTH = 1.0  # the adult epiphysis's length along the bone / the end's radius
+_MIN_PRESENT = 0.02  # an ossification centre smaller than this is not drawn
+
+
+def _immature_bone(cap: _Capsule, at_b: bool, state: Epiphysis, scale: float) -> list[_Bone]:
+    """A long bone with an open growth plate: shaft, physis gap, epiphysis (see ``Epiphysis``).
+
+    ``at_b`` says which end holds the epiphysis (``b`` or ``a``); ``scale`` turns the
+    gap's hand-frame millimetres into this frame's. While the plate fuses the separate
+    parts fade into the whole bone (weights 1 − fusion and fusion).
+    """
+    fusion = min(max(state.fusion, 0.0), 1.0)
+    if fusion >= 1.0:
+        return [cap]
+    a, b, ra, rb = (cap.a, cap.b, cap.ra, cap.rb) if at_b else (cap.b, cap.a, cap.rb, cap.ra)
+    axis = b - a
+    length = float(np.linalg.norm(axis))
+    if length < 1e-9:
+        return [cap]
+    d = axis / length
+    tip = b + rb * d  # the bone's outer end on the epiphysis's side
+    thick = _EPIPHYSIS_LENGTH * rb
+    gap = max(state.gap_mm, 0.0) * scale
+    # The shaft (diaphysis and metaphysis) ends ``thick + gap`` short of the tip.
+    end = tip - (thick + gap + rb) * d
+    if float((end - a) @ d) < 0.2 * length:
+        end = a + 0.2 * length * d
+    keep = 1.0 - fusion
+    shaft = _Capsule(a, end, ra, cap.rs, rb, cap.flare, cap.weight * keep)
+    parts: list[_Bone] = [shaft]
+    size = max(state.size, 0.0)
+    if size >= _MIN_PRESENT:
+        along = 0.5 * thick * min(size, 1.0) ** 0.6
+        across = rb * size
+        angle = math.degrees(math.atan2(float(d[1]), float(d[0])))
+        disc = _Ellipse.make(tip - along * d, along, across, angle, 0.95 * keep)
+        # A disc: as deep (towards the film) as it is wide, not as thin as it is long.
+        parts.append(_Ellipse(disc.centre, disc.form, across, disc.weight))
+    if fusion > 0.0:
+        parts.append(_Capsule(cap.a, cap.b, cap.ra, cap.rs, cap.rb, cap.flare, cap.weight * fusion))
+    return parts
+
+
+def _carpal(
+    centre: npt.NDArray[np.float64], a: float, b: float, angle: float, weight: float, k: float
+) -> _Ellipse:
+    """A carpal bone ossified to ``k`` (0..1): small and round first, its adult shape last."""
+    mean = math.sqrt(a * b)
+    return _Ellipse.make(
+        centre, k * (mean + (a - mean) * k), k * (mean + (b - mean) * k), angle, weight
+    )
+
+
 # -- the hand ------------------------------------------------------------------------------
 
 _V_CUT_MM = -6.0  # below this line (hand frame) the silhouette is the forearm alone
@@ -536,17 +643,28 @@ def _phalanges(
     lengths: tuple[float, ...],
     radius: float,
     gap: float,
+    maturity: SkeletalMaturity | None = None,
+    scale: float = 1.0,
 ) -> tuple[list[_Bone], npt.NDArray[np.float64]]:
-    """Phalanx capsules from the MCP head outwards; returns them and the distal end."""
+    """Phalanx capsules from the MCP head outwards; returns them and the distal end.
+
+    With ``maturity`` each phalanx has its epiphysis at its base (``_immature_bone``).
+    """
     bones: list[_Bone] = []
     point = start
     shapes = ((1.0, 0.72, 0.86), (0.86, 0.62, 0.74), (0.74, 0.5, 0.62))
     for index, length in enumerate(lengths):
-        base, shaft, head = (radius * f for f in shapes[index + 3 - len(lengths)])
+        rank = index + 3 - len(lengths)
+        base, shaft, head = (radius * f for f in shapes[rank])
         point = point + gap * direction
-        bones.append(
-            _bone(point + base * direction, point + (length - head) * direction, base, shaft, head)
+        bone = _bone(
+            point + base * direction, point + (length - head) * direction, base, shaft, head
         )
+        if maturity is None:
+            bones.append(bone)
+        else:
+            group = (maturity.proximal, maturity.middle, maturity.distal)[rank]
+            bones += _immature_bone(bone, False, group, scale)
         point = point + length * direction
     return bones, point
 
@@ -554,10 +672,21 @@ def _phalanges(
 class _RightHand:
     """The raw right hand drawn from uniform numbers, before tuning."""
 
-    def __init__(self, draw: npt.NDArray[np.float64]) -> None:
+    def __init__(
+        self, draw: npt.NDArray[np.float64], maturity: SkeletalMaturity | None = None
+    ) -> None:
         size = _lerp(draw[0], 0.72, 0.98)
+        if maturity is not None:
+            size *= maturity.growth
         width = _lerp(draw[1], 0.93, 1.07)
         self.size = size
+        self.maturity = maturity
+
+        def grown(bone: _Capsule, at_b: bool, state: Epiphysis | None) -> list[_Bone]:
+            if maturity is None or state is None:
+                return [bone]
+            return _immature_bone(bone, at_b, state, size)
+
         self.gap = 1.6 * size
         self.pulp = 3.5 * size
 
@@ -576,9 +705,16 @@ class _RightHand:
             # The wrist's soft tissue around the carpus.
             _tube(at(-12.0, 20.0), at(13.0, 20.0), 14.0 * size, 14.0 * size, 1.2),
         ]
-        self.bones: list[_Bone] = [
-            _Ellipse.make(at(*c), a * size, b * size, ang, w) for c, (a, b), ang, w in _CARPALS
-        ]
+        if maturity is None:
+            self.bones: list[_Bone] = [
+                _Ellipse.make(at(*c), a * size, b * size, ang, w) for c, (a, b), ang, w in _CARPALS
+            ]
+        else:
+            self.bones = [
+                _carpal(at(*c), a * size, b * size, ang, w, min(k, 1.0))
+                for (c, (a, b), ang, w), k in zip(_CARPALS, maturity.carpals, strict=True)
+                if k >= _MIN_PRESENT
+            ]
         for ray, (base_uv, angle, mc_len, lengths, rscale, r_base, r_tip) in _RAYS.items():
             jitter = 1.0 + 0.08 * (draw[5 + ray] - 0.5)
             mc_angle = angle + (3.0 * (draw[10 + ray] - 0.5) if ray != 3 else 0.0)
@@ -588,8 +724,10 @@ class _RightHand:
             if ray == 2:
                 self.index_mc = (base, head)
             rad = 5.0 * rscale * size
-            self.bones.append(
-                _bone(base + rad * d_mc, head - rad * d_mc, rad, 0.72 * rad, rad, flare=4)
+            self.bones += grown(
+                _bone(base + rad * d_mc, head - rad * d_mc, rad, 0.72 * rad, rad, flare=4),
+                True,
+                maturity.metacarpal if maturity else None,
             )
             phal = tuple(length * size * jitter for length in lengths)
             if ray == 3:  # placed by the tuning, in the hand frame
@@ -597,7 +735,7 @@ class _RightHand:
                 self.middle = (phal, 4.6 * rscale * size, r_base * soft_scale, r_tip * soft_scale)
                 continue
             d_f = _dir(spreads[ray])
-            bones, end = _phalanges(head, d_f, phal, 4.6 * rscale * size, self.gap)
+            bones, end = _phalanges(head, d_f, phal, 4.6 * rscale * size, self.gap, maturity, size)
             self.bones += bones
             tip = end + self.pulp * d_f
             r_end = r_tip * soft_scale
@@ -613,21 +751,28 @@ class _RightHand:
         base = at(-20.0, 27.0)
         head = base + 45.0 * size * (1.0 + 0.08 * (draw[18] - 0.5)) * d_mc
         rad = 5.4 * size
-        self.bones.append(
-            _bone(base + rad * d_mc, head - rad * d_mc, rad, 0.75 * rad, rad, flare=4)
+        self.bones += grown(
+            _bone(base + rad * d_mc, head - rad * d_mc, rad, 0.75 * rad, rad, flare=4),
+            False,
+            maturity.metacarpal if maturity else None,
         )
         side = np.array([d_mc[1], -d_mc[0]])
+        sesamoid = 1.0 if maturity is None else min(maturity.sesamoids, 1.0)
         for sign in (-1.0, 1.0):
+            if sesamoid < _MIN_PRESENT:
+                break
             self.bones.append(
                 _Ellipse.make(
                     head + sign * 3.4 * size * side + 1.5 * size * d_mc,
-                    2.3 * size,
-                    2.0 * size,
+                    2.3 * size * sesamoid,
+                    2.0 * size * sesamoid,
                     0.0,
                     0.9,
                 )
             )
-        bones, end = _phalanges(head, d_ph, (31.0 * size, 24.0 * size), 5.2 * size, self.gap)
+        bones, end = _phalanges(
+            head, d_ph, (31.0 * size, 24.0 * size), 5.2 * size, self.gap, maturity, size
+        )
         self.bones += bones
         tip = end + self.pulp * d_ph
         self.soft.append(
@@ -657,12 +802,19 @@ class _RightHand:
         self.forearm_soft = _tube(
             np.array([0.0, -800.0]), np.array([0.0, 24.0 * size]), 42.0 * fw, 26.0 * fw, 1.25
         )
+        radius_bone = _bone(
+            at(-9.0, -320.0), at(-11.5, -11.0), 7.5 * size, 6.5 * size, 10.5 * size, 6, 0.85
+        )
+        ulna_bone = _bone(at(13.0, -320.0), at(14.0, -13.5), 6.0 * size, 5.2 * size, 7.5 * size, 6)
+        styloid = 1.0 if maturity is None else min(maturity.ulna.size, 1.0) ** 2
         self.forearm_bones: list[_Bone] = [
-            # radius and ulna
-            _bone(at(-9.0, -320.0), at(-11.5, -11.0), 7.5 * size, 6.5 * size, 10.5 * size, 6, 0.85),
-            _bone(at(13.0, -320.0), at(14.0, -13.5), 6.0 * size, 5.2 * size, 7.5 * size, 6),
-            _Ellipse.make(at(19.5, -6.5), 2.2 * size, 4.0 * size, 10.0, 0.9),  # ulnar styloid
+            *grown(radius_bone, True, maturity.radius if maturity else None),
+            *grown(ulna_bone, True, maturity.ulna if maturity else None),
         ]
+        if styloid >= _MIN_PRESENT:
+            self.forearm_bones.append(  # ulnar styloid
+                _Ellipse.make(at(19.5, -6.5), 2.2 * size * styloid, 4.0 * size * styloid, 10.0, 0.9)
+            )
 
     def middle_finger(self, head: npt.NDArray[np.float64]) -> tuple[list[_Bone], _Soft, float]:
         """Middle finger from its MCP head (hand frame) to a tip on the main axis (u = 0)."""
@@ -671,7 +823,7 @@ class _RightHand:
         along = math.sqrt(max(reach**2 - float(head[0]) ** 2, 1.0))
         tip = np.array([0.0, float(head[1]) + along])
         d_f = (tip - head) / np.linalg.norm(tip - head)
-        bones, _ = _phalanges(head, d_f, phal, bone_r, self.gap)
+        bones, _ = _phalanges(head, d_f, phal, bone_r, self.gap, self.maturity, self.size)
         soft = _tube(head - 3.0 * self.size * d_f, tip - r_tip * d_f, r_base, r_tip)
         return bones, soft, float(tip[1])
 
@@ -692,11 +844,11 @@ def _soft_sdf(prims: list[_Soft], u: _FloatArray, v: _FloatArray) -> _FloatArray
 
 
 @lru_cache(maxsize=64)
-def _cached_hand(key: bytes) -> _Hand:
-    return _build_hand(np.frombuffer(key, dtype=np.float64))
+def _cached_hand(key: bytes, maturity: SkeletalMaturity | None = None) -> _Hand:
+    return _build_hand(np.frombuffer(key, dtype=np.float64), maturity)
 
 
-def _build_hand(draw: npt.NDArray[np.float64]) -> _Hand:
+def _build_hand(draw: npt.NDArray[np.float64], maturity: SkeletalMaturity | None = None) -> _Hand:
     """A right hand whose silhouette's principal axis is its main axis.
 
     The forearm is symmetric about the main axis (u = 0) and fixed. The rest of the hand
@@ -709,7 +861,7 @@ def _build_hand(draw: npt.NDArray[np.float64]) -> _Hand:
     The silhouette is sampled once, on a grid in the frame of the moving part; each round
     adds the forearm and middle finger there and moves the moments to the hand frame.
     """
-    raw = _RightHand(draw)
+    raw = _RightHand(draw, maturity)
     h = _TUNE_GRID_MM
     extent = np.array([p for prim in raw.soft for p in _points(prim)])
     margin = 25.0
@@ -881,6 +1033,8 @@ class RenderedHand:
     fingertip in pixel coordinates (pixel centres at integer + 0.5). ``field``: the exposed
     rectangle (top, bottom, left, right) in pixel coordinates, the shutter outside it.
     ``hand_scale``: the factor the drawn hand was shrunk by to fit the field (≤ 1).
+    ``signal``: with ``keep_signal``, the anatomy's signal before the detector (float32,
+    0 where no tissue is: soft tissue and bone), else None.
     """
 
     pixels: npt.NDArray[np.uint16]
@@ -892,6 +1046,7 @@ class RenderedHand:
     fingertip_rc: tuple[float, float]
     field: tuple[float, float, float, float]
     hand_scale: float
+    signal: npt.NDArray[np.float32] | None = None
 
 
 def render_hand_film(
@@ -905,6 +1060,9 @@ def render_hand_film(
     bits_stored: int = 12,
     noise: float = 1.0,
     supersample: int | None = None,
+    maturity: SkeletalMaturity | None = None,
+    forearm_margin_mm: float = _FOREARM_MARGIN_MM,
+    keep_signal: bool = False,
 ) -> RenderedHand:
     """Render one hand film at ``angle_deg`` and return it with its ground truth.
 
@@ -914,6 +1072,13 @@ def render_hand_film(
     the detector noise (0 for none). ``supersample`` renders the anatomy on a grid that
     many times finer and averages it down; by default 2 where pixels are coarser than
     0.35 mm (anti-aliasing) and 1 otherwise.
+
+    Optional, for children's films (``training.synthetic.paediatric_hands``):
+    ``maturity`` draws the hand's bones as a ``SkeletalMaturity`` says (growth plates,
+    epiphyses, carpal ossification, size); ``forearm_margin_mm`` is how much forearm
+    stays visible beyond the hand's circle (the hand is shrunk to keep it); and
+    ``keep_signal`` returns the anatomy's signal in ``RenderedHand.signal``. Without
+    them the film is the same as before they existed.
     """
     if rows < 8 or columns < 8:
         raise ValueError("a film needs at least 8 × 8 pixels")
@@ -941,8 +1106,8 @@ def render_hand_film(
         offset[1] - field_y[0],
         field_y[1] - offset[1],
     )
-    hand = _cached_hand(draw[:20].tobytes())
-    fit = reach - _FOREARM_MARGIN_MM
+    hand = _cached_hand(draw[:20].tobytes(), maturity)
+    fit = reach - forearm_margin_mm
     if fit < 0.5 * hand.radius:
         raise ValueError(
             f"a {rows} × {columns} film with {spacing:g} mm pixels is too small for a hand"
@@ -963,9 +1128,10 @@ def render_hand_film(
         height / 2 - spacing / ss / 2,
         -spacing / ss,
     )
-    signal = _render_signal(
-        fine, soft, bones, _lerp(draw[26], 0.20, 0.26), _lerp(draw[27], 0.018, 0.026)
-    )
+    bone_gain = _lerp(draw[27], 0.018, 0.026)
+    if maturity is not None:
+        bone_gain *= maturity.bone_contrast
+    signal = _render_signal(fine, soft, bones, _lerp(draw[26], 0.20, 0.26), bone_gain)
     if ss > 1:  # average the fine grid down (strided sums are faster than a reduction)
         coarse = signal[0::ss, 0::ss].copy()
         for i in range(ss):
@@ -995,6 +1161,7 @@ def render_hand_film(
         * min(max(0.143 / spacing, 0.2), 2.0),
         full_scale=float(2**bits_stored - 1),
     )
+    kept = signal.copy() if keep_signal else None  # the detector works on it in place
     pixels = np.empty((rows, columns), dtype=np.uint16)
     bands = _bands(rows, columns)
     # Each band draws its noise from its own generator, seeded from ``rng``: the same
@@ -1026,6 +1193,7 @@ def render_hand_film(
             (width - right) / spacing,
         ),
         hand_scale=scale,
+        signal=kept,
     )
 
 
