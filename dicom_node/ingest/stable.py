@@ -177,7 +177,7 @@ def create_jobs(
     ).all()
     # Study-scoped pipelines: pipeline -> (its first route match, [(series id, count)]).
     per_study: dict[str, tuple[RouteMatch, list[tuple[int, int]]]] = {}
-    waiting = 0  # films of the study waiting for their classification
+    classifying = 0  # films of the study waiting for their classification
     for row in series_rows:
         header = SeriesHeader(
             row.modality, row.body_part_examined, row.series_description, row.sop_class_uid
@@ -191,7 +191,7 @@ def create_jobs(
             created += _queue_triage(conn, queue, rule, row, routing, revision)
             state = TriageState.PENDING
         if state == TriageState.PENDING and routing is None:
-            waiting += 1
+            classifying += 1
             continue
         if state == TriageState.NOT_XRAY:
             unrouted += 1
@@ -212,12 +212,12 @@ def create_jobs(
             )
             # A pipeline that runs after another routed here waits for that one's job.
             after = runs_after(match.pipeline)
-            waiting = (
+            waits = (
                 after is not None
                 and after in routed
                 and not predecessor_ended(conn, row.id, after, revision)
             )
-            if queue.enqueue_in(conn, key, route=match.route, waiting=waiting):
+            if queue.enqueue_in(conn, key, route=match.route, waiting=waits):
                 created += 1
                 logger.info(
                     "job queued: series %s -> %s (route %s)",
@@ -225,12 +225,12 @@ def create_jobs(
                     match.pipeline,
                     match.route,
                 )
-    if waiting:
+    if classifying:
         if per_study:
             logger.info(
                 "study-scoped job(s) of %s wait for %d film(s) being classified",
                 ", ".join(per_study),
-                waiting,
+                classifying,
             )
         return created, unrouted
     for pipeline, (match, inputs) in per_study.items():

@@ -204,6 +204,26 @@ def test_a_classified_view_joins_its_studys_study_scoped_job(
     assert results[0].summary["series"] == [labelled, unclear]
 
 
+def test_a_study_job_waits_for_a_film_being_classified_whatever_else_the_study_holds(
+    make_node: Any, engine: Engine, store: DurableStore, uids: UIDs
+) -> None:
+    """A labelled elbow, an unclear elbow and a labelled hand film (a series job of its
+    own, queued at once): the study job still waits for the unclear film."""
+    node = make_node()
+    study, elbow, unclear, hand = uids.next(), uids.next(), uids.next(), uids.next()
+    film(store, engine, study, elbow, uids.next(), sees="ELBOW", body_part="ELBOW")
+    film(store, engine, study, unclear, uids.next(), sees="ELBOW", body_part=None)
+    film(store, engine, study, hand, uids.next(), sees="HAND", body_part="HAND")
+
+    assert node.promote() == 2  # the classification and the hand's job, no study job yet
+    assert sorted(job[1] for job in node.jobs()) == ["series_stats", "xray_triage"]
+    node.run_jobs()
+    assert node.settle().jobs_created == 1
+    with engine.connect() as conn:
+        (inputs,) = conn.execute(select(Job.input_series).where(Job.scope == "study")).scalars()
+    assert len(inputs) == 2  # both elbows
+
+
 @pytest.mark.parametrize(
     ("follow", "routed_as", "pipeline"),
     [("header", "ELBOW", "study_stats"), ("image", "HAND", "series_stats")],
