@@ -120,7 +120,8 @@ def _study_busy(conn: Connection, study_instance_uid: str) -> bool:
     )
     running = conn.scalar(
         select(func.count(Job.id)).where(
-            Job.series_id.in_(in_study), Job.state.in_((JobState.QUEUED, JobState.RUNNING))
+            Job.series_id.in_(in_study),
+            Job.state.in_((JobState.WAITING, JobState.QUEUED, JobState.RUNNING)),
         )
     )
     return bool(waiting or running)
