@@ -28,10 +28,14 @@ KILL_AFTER = 100
 class RecordingSender(threading.Thread):
     """Sends files over one association; records the SOP Instance UIDs answered 0x0000.
 
-    Stops at the first store that is not answered Success (the peer died).
+    Stops at the first store that is not answered Success (the peer died). With ``go``,
+    it holds its association after associating until ``go`` is set, and sends nothing
+    if ``cancel()`` was called meanwhile.
     """
 
-    def __init__(self, port: int, ae_title: str, files: list[Path]) -> None:
+    def __init__(
+        self, port: int, ae_title: str, files: list[Path], go: threading.Event | None = None
+    ) -> None:
         super().__init__(name="recording-scu", daemon=True)
         self.port = port
         self.ae_title = ae_title
@@ -39,6 +43,13 @@ class RecordingSender(threading.Thread):
         self.succeeded: list[str] = []
         self.stopped_by: str | None = None
         self.associated = threading.Event()
+        self.go = go
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        if self.go is not None:
+            self.go.set()
 
     def run(self) -> None:
         ae = AE(ae_title="CRASH_SCU")
@@ -51,6 +62,11 @@ class RecordingSender(threading.Thread):
             return
         self.associated.set()
         try:
+            if self.go is not None:
+                self.go.wait(60)
+            if self.cancelled:
+                self.stopped_by = "cancelled"
+                return
             for path in self.files:
                 ds = dcmread(path)
                 try:
