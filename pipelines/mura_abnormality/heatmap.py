@@ -25,12 +25,11 @@ import threading
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from monai.visualize import GradCAM
 from torch import nn
 
-from pipelines.fonts import bundled_font_file
 from pipelines.mura_abnormality.network import gradcam_layer
+from pipelines.overlay import NOT_FOR_DIAGNOSIS, heat_over_film, resize
 
 #: The strongest opacity of the heat map over the film.
 MAX_ALPHA = 0.55
@@ -38,7 +37,6 @@ MAX_ALPHA = 0.55
 DEFAULT_MAX_SIDE = 1024
 #: The narrowest the picture is made (small films are scaled up) so the legend is legible.
 MIN_WIDTH = 512
-NOT_FOR_DIAGNOSIS = "NOT FOR DIAGNOSIS"
 
 
 def _unit_maps(maps: torch.Tensor) -> torch.Tensor:
@@ -108,14 +106,6 @@ def heat_peak(heat: np.ndarray, shape: tuple[float, float]) -> tuple[float, floa
     )
 
 
-def _resize(image: np.ndarray, rows: int, columns: int, mode: str) -> np.ndarray:
-    tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
-    if mode == "area" and (rows > image.shape[0] or columns > image.shape[1]):
-        mode = "bilinear"
-    options = {"align_corners": False} if mode == "bilinear" else {}
-    return F.interpolate(tensor, size=(rows, columns), mode=mode, **options)[0, 0].numpy()
-
-
 def overlay_size(shape: tuple[int, int], max_side: int = DEFAULT_MAX_SIDE) -> tuple[int, int]:
     """(rows, columns) of the film part of the picture: the film scaled to a longest side of
     at most ``max_side`` and a width of at least ``MIN_WIDTH``, its aspect ratio kept."""
@@ -135,42 +125,20 @@ def render_overlay(
     """The film (uint16 display) with ``heat`` (2-D, 0..1, over the whole film) in colour,
     and a legend band with ``lines`` of text and ``NOT_FOR_DIAGNOSIS``: (rows, columns, 3)
     ``uint8``."""
-    import matplotlib
-    from PIL import Image, ImageDraw, ImageFont
-
     if display.ndim != 2 or heat.ndim != 2:
         raise ValueError("the film and its heat map are 2-D images")
     rows, columns = overlay_size(display.shape, max_side)
     scale = 1.0 / 65535.0 if display.dtype == np.uint16 else 1.0 / 255.0
-    grey = np.clip(_resize(display.astype(np.float32) * scale, rows, columns, "area"), 0, 1)
-    warmth = np.clip(_resize(heat, rows, columns, "bilinear"), 0.0, 1.0)
-    colours = np.asarray(matplotlib.colormaps["jet"](warmth)[..., :3], dtype=np.float32)
-    alpha = (MAX_ALPHA * warmth)[..., None]
-    film = (1.0 - alpha) * grey[..., None] + alpha * colours
-
-    size = max(12, columns // 48)
-    font = ImageFont.truetype(bundled_font_file(), size)
-    bar_height = max(8, size // 2)
-    pad = max(4, size // 3)
-    band = pad + bar_height + pad + (len(lines) + 2) * (size + pad)
-    picture = np.zeros((rows + band, columns, 3), dtype=np.float32)
-    picture[:rows] = film
-    top = rows + pad
-    left, right = pad, columns - pad
-    ramp = np.linspace(0.0, 1.0, max(2, right - left), dtype=np.float32)
-    bar = np.asarray(matplotlib.colormaps["jet"](ramp)[..., :3], dtype=np.float32)
-    picture[top : top + bar_height, left : left + len(ramp)] = bar[None]
-    image = Image.fromarray(np.rint(picture * 255.0).astype(np.uint8), mode="RGB")
-    draw = ImageDraw.Draw(image)
-    y = top + bar_height + pad
-    draw.text((left, y), "Grad-CAM: low", font=font, fill=(255, 255, 255))
-    draw.text((right, y), "high", font=font, fill=(255, 255, 255), anchor="ra")
-    for line in lines:
-        y += size + pad
-        draw.text((left, y), line, font=font, fill=(255, 255, 255))
-    y += size + pad
-    draw.text((left, y), NOT_FOR_DIAGNOSIS, font=font, fill=(255, 210, 0))
-    return np.asarray(image, dtype=np.uint8).copy()
+    grey = np.clip(resize(display.astype(np.float32) * scale, rows, columns, "area"), 0, 1)
+    warmth = np.clip(resize(heat, rows, columns, "bilinear"), 0.0, 1.0)
+    return heat_over_film(
+        grey,
+        warmth,
+        lines,
+        max_alpha=MAX_ALPHA,
+        font_size=max(12, columns // 48),
+        scale_words=("Grad-CAM: low", "high"),
+    )
 
 
 __all__ = [
