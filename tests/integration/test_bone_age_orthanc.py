@@ -12,15 +12,14 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from tests.integration.node_process import NodeProcess
 from tests.integration.test_orthanc_results import (
+    node_beside_orthanc,
     orthanc_study_objects,
-    point_at,
     send_study,
     sr_values,
     wait_all_sent,
 )
-from tests.peers import OrthancProcess, dciodvfy, require_tool
+from tests.peers import dciodvfy, require_tool
 from tests.support.models import write_constant_orientation_model, write_seeded_bone_age_model
 from training.synthetic.paediatric_hands import render_paediatric_hand, write_paediatric_hand_film
 
@@ -48,32 +47,14 @@ def test_bone_age_runs_on_the_film_hand_orientation_turned_upright(tmp_path: Pat
     write_constant_orientation_model(models / "orientation", 0.0, version="const-0")
     write_seeded_bone_age_model(models / "bone_age")
 
-    node = NodeProcess(
-        tmp_path / "node",
-        workers=1,
-        routes=ROUTES,
-        extra_pipelines={},
-        overrides={"delivery": {"check_seconds": 0.2, "first_retry_seconds": 0.3}},
-    )
-    orthanc = OrthancProcess(
-        modalities={"node": [node.ae_title, "127.0.0.1", node.port]},
-        workdir=tmp_path / "orthanc",
-        graceful_stop=False,
-    )
-    with orthanc:
-        point_at(node, orthanc.dicom_port, orthanc.aet)
-        for folder in ("orientation", "bone_age"):
-            imported = node.cli("models", "import", str(models / folder), "--activate")
-            assert imported.returncode == 0, imported.stderr
-        with node:
-            study = send_study(orthanc, [film])
-            # hand_orientation: SR, SC (the upright film), GSPS; bone_age: SR, SC (attention).
-            wait_all_sent(node, 5, timeout=150)
-            jobs = node.rows(
-                "select pipeline, state, started_at, finished_at from jobs order by id"
-            )
-            (result,) = node.cli_json("results", "--pipeline", "bone_age")
-            objects = orthanc_study_objects(orthanc, study)
+    imported = [models / "orientation", models / "bone_age"]
+    with node_beside_orthanc(tmp_path, ROUTES, imported) as (node, orthanc):
+        study = send_study(orthanc, [film])
+        # hand_orientation: SR, SC (the upright film), GSPS; bone_age: SR, SC (attention).
+        wait_all_sent(node, 5, timeout=150)
+        jobs = node.rows("select pipeline, state, started_at, finished_at from jobs order by id")
+        (result,) = node.cli_json("results", "--pipeline", "bone_age")
+        objects = orthanc_study_objects(orthanc, study)
 
     by_pipeline = {j["pipeline"]: j for j in jobs}
     assert sorted(by_pipeline) == ["bone_age", "hand_orientation"]

@@ -15,15 +15,14 @@ import numpy as np
 import pytest
 
 from pipelines.film_io import read_film
-from tests.integration.node_process import NodeProcess
 from tests.integration.test_orthanc_results import (
+    node_beside_orthanc,
     orthanc_study_objects,
-    point_at,
     send_study,
     sr_values,
     wait_all_sent,
 )
-from tests.peers import OrthancProcess, dciodvfy, require_tool
+from tests.peers import dciodvfy, require_tool
 from tests.support.models import write_constant_orientation_model
 from training.synthetic.hand_films import write_hand_study
 
@@ -48,26 +47,10 @@ def test_a_hand_film_from_orthanc_comes_back_upright_as_sr_sc_and_gsps(tmp_path:
     model = tmp_path / "model"
     write_constant_orientation_model(model, 0.0, version="const-0")
 
-    node = NodeProcess(
-        tmp_path / "node",
-        workers=1,
-        routes=ROUTES,
-        extra_pipelines={},
-        overrides={"delivery": {"check_seconds": 0.2, "first_retry_seconds": 0.3}},
-    )
-    orthanc = OrthancProcess(
-        modalities={"node": [node.ae_title, "127.0.0.1", node.port]},
-        workdir=tmp_path / "orthanc",
-        graceful_stop=False,
-    )
-    with orthanc:
-        point_at(node, orthanc.dicom_port, orthanc.aet)
-        imported = node.cli("models", "import", str(model), "--activate")
-        assert imported.returncode == 0, imported.stderr
-        with node:
-            orthanc_study = send_study(orthanc, [film.path])
-            wait_all_sent(node, 3, timeout=120)
-            objects = orthanc_study_objects(orthanc, orthanc_study)
+    with node_beside_orthanc(tmp_path, ROUTES, [model]) as (node, orthanc):
+        orthanc_study = send_study(orthanc, [film.path])
+        wait_all_sent(node, 3, timeout=120)
+        objects = orthanc_study_objects(orthanc, orthanc_study)
 
     results = {o.Modality: o for o in objects if o.SOPInstanceUID != film.sop_instance_uid}
     assert sorted(results) == ["OT", "PR", "SR"]

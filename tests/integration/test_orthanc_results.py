@@ -8,6 +8,7 @@ sends identical UIDs, and an unreachable destination ends ``dead`` until replaye
 
 from __future__ import annotations
 
+import contextlib
 import io
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,6 +53,33 @@ def node_for(workdir: Path, *, max_attempts: int) -> NodeProcess:
             }
         },
     )
+
+
+@contextlib.contextmanager
+def node_beside_orthanc(
+    tmp_path: Path, routes: list[dict[str, Any]], models: list[Path]
+) -> Iterator[tuple[NodeProcess, OrthancProcess]]:
+    """A running Orthanc and a running node with the built-in pipelines, ``routes``
+    (results to ``orthanc``) and ``models`` imported and activated with the CLI."""
+    node = NodeProcess(
+        tmp_path / "node",
+        workers=1,
+        routes=routes,
+        extra_pipelines={},
+        overrides={"delivery": {"check_seconds": 0.2, "first_retry_seconds": 0.3}},
+    )
+    orthanc = OrthancProcess(
+        modalities={"node": [node.ae_title, "127.0.0.1", node.port]},
+        workdir=tmp_path / "orthanc",
+        graceful_stop=False,
+    )
+    with orthanc:
+        point_at(node, orthanc.dicom_port, orthanc.aet)
+        for model in models:
+            imported = node.cli("models", "import", str(model), "--activate")
+            assert imported.returncode == 0, imported.stderr
+        with node:
+            yield node, orthanc
 
 
 def point_at(node: NodeProcess, dicom_port: int, aet: str = "ORTHANC") -> None:

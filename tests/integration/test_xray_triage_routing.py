@@ -13,15 +13,14 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from tests.integration.node_process import NodeProcess
 from tests.integration.test_orthanc_results import (
+    node_beside_orthanc,
     orthanc_study_objects,
-    point_at,
     send_study,
     sr_values,
     wait_all_sent,
 )
-from tests.peers import OrthancProcess, dciodvfy, require_tool
+from tests.peers import dciodvfy, require_tool
 from tests.support.models import write_constant_orientation_model, write_constant_triage_model
 from training.synthetic.xray_types import render_triage_film, write_triage_film
 
@@ -56,43 +55,27 @@ def test_films_are_classified_routed_by_image_and_a_lying_header_is_recorded(
     write_constant_orientation_model(models / "orientation", 0.0, version="const-0")
     write_constant_triage_model(models / "triage", xray_type="hand", type_probability=0.95)
 
-    node = NodeProcess(
-        tmp_path / "node",
-        workers=1,
-        routes=ROUTES,
-        extra_pipelines={},
-        overrides={"delivery": {"check_seconds": 0.2, "first_retry_seconds": 0.3}},
-    )
-    orthanc = OrthancProcess(
-        modalities={"node": [node.ae_title, "127.0.0.1", node.port]},
-        workdir=tmp_path / "orthanc",
-        graceful_stop=False,
-    )
-    with orthanc:
-        point_at(node, orthanc.dicom_port, orthanc.aet)
-        for folder in ("orientation", "triage"):
-            imported = node.cli("models", "import", str(models / folder), "--activate")
-            assert imported.returncode == 0, imported.stderr
-        with node:
-            hand_study = send_study(orthanc, [unlabelled])
-            chest_study = send_study(orthanc, [lying])
-            # hand: the triage SR, then hand_orientation's SR, SC and GSPS; chest: the SR.
-            wait_all_sent(node, 5, timeout=150)
-            jobs = node.rows(
-                "select s.series_instance_uid as series, j.pipeline, j.route, j.state "
-                "from jobs j join series s on s.id = j.series_id order by j.id"
+    imported = [models / "orientation", models / "triage"]
+    with node_beside_orthanc(tmp_path, ROUTES, imported) as (node, orthanc):
+        hand_study = send_study(orthanc, [unlabelled])
+        chest_study = send_study(orthanc, [lying])
+        # hand: the triage SR, then hand_orientation's SR, SC and GSPS; chest: the SR.
+        wait_all_sent(node, 5, timeout=150)
+        jobs = node.rows(
+            "select s.series_instance_uid as series, j.pipeline, j.route, j.state "
+            "from jobs j join series s on s.id = j.series_id order by j.id"
+        )
+        series = {
+            r["body_part_examined"]: r
+            for r in node.rows(
+                "select body_part_examined, triage_state, routing_body_part from series"
             )
-            series = {
-                r["body_part_examined"]: r
-                for r in node.rows(
-                    "select body_part_examined, triage_state, routing_body_part from series"
-                )
-            }
-            summaries = [
-                row["summary"] for row in node.cli_json("results", "--pipeline", "xray_triage")
-            ]
-            hand_objects = orthanc_study_objects(orthanc, hand_study)
-            chest_objects = orthanc_study_objects(orthanc, chest_study)
+        }
+        summaries = [
+            row["summary"] for row in node.cli_json("results", "--pipeline", "xray_triage")
+        ]
+        hand_objects = orthanc_study_objects(orthanc, hand_study)
+        chest_objects = orthanc_study_objects(orthanc, chest_study)
 
     assert [(j["pipeline"], j["route"], j["state"]) for j in jobs] == [
         ("xray_triage", "hands", "done"),
